@@ -1,0 +1,541 @@
+//! The plugin configuration: parsed once from YAML or JSON into an immutable [`Plan`].
+//!
+//! Field names follow Kong's `openid-connect` plugin wherever the meaning is the same.
+//! Everything is validated here, at load: unknown keys, wrong types, missing companions
+//! (a TLS client auth method without `tls_client_auth_cluster`, a secret method without
+//! `client_secret` …). A [`Plan`] that exists is one the request path can trust.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::core::client_auth::{ClientAuth, Signer};
+use crate::core::idp::Endpoint;
+
+/// A configuration error, always naming the offending key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid oidc filter configuration: {}", self.0)
+    }
+}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+/// The ways a request can be authenticated, in the order Kong tries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    Session,
+    Bearer,
+    Introspection,
+    Userinfo,
+    RefreshToken,
+    Password,
+    ClientCredentials,
+    AuthorizationCode,
+}
+
+impl AuthMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthMethod::Session => "session",
+            AuthMethod::Bearer => "bearer",
+            AuthMethod::Introspection => "introspection",
+            AuthMethod::Userinfo => "userinfo",
+            AuthMethod::RefreshToken => "refresh_token",
+            AuthMethod::Password => "password",
+            AuthMethod::ClientCredentials => "client_credentials",
+            AuthMethod::AuthorizationCode => "authorization_code",
+        }
+    }
+
+    /// Methods this build implements.
+    pub const SUPPORTED: [AuthMethod; 2] = [AuthMethod::Password, AuthMethod::ClientCredentials];
+}
+
+/// How the access token is handed upstream (`upstream_access_token_header`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenHeader {
+    /// Lowercase header name.
+    pub name: String,
+    /// Prefix the value with `Bearer `.
+    pub bearer: bool,
+}
+
+impl TokenHeader {
+    /// Parses Kong's `name[:bearer]` notation.
+    fn parse(key: &str, spec: &str) -> Result<Self, ConfigError> {
+        let (name, kind) = match spec.split_once(':') {
+            Some((n, k)) => (n.trim(), Some(k.trim())),
+            None => (spec.trim(), None),
+        };
+        if name.is_empty() || !name.bytes().all(is_token_char) {
+            return err(format!("`{key}`: `{spec}` is not a valid header name"));
+        }
+        let bearer = match kind.map(|k| k.to_ascii_lowercase()) {
+            None => false,
+            Some(k) if k == "bearer" => true,
+            Some(k) => return err(format!("`{key}`: unknown value type `{k}` (only `bearer`)")),
+        };
+        Ok(TokenHeader { name: name.to_ascii_lowercase(), bearer })
+    }
+
+    pub fn value(&self, token: &str) -> String {
+        if self.bearer {
+            format!("Bearer {token}")
+        } else {
+            token.to_string()
+        }
+    }
+}
+
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The filter's own OAuth client.
+pub struct Client {
+    pub id: String,
+    pub secret: Option<String>,
+    /// Key for `private_key_jwt` / algorithm for `client_secret_jwt`.
+    pub signer: Option<Signer>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.id)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Explicit RFC 8705 endpoint overrides (`mtls_*_endpoint`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MtlsOverrides {
+    pub token: Option<Endpoint>,
+    pub introspection: Option<Endpoint>,
+    pub revocation: Option<Endpoint>,
+}
+
+/// The validated, immutable configuration.
+#[derive(Debug)]
+pub struct Plan {
+    /// The issuer exactly as configured (compared with discovery's `issuer`).
+    pub issuer: String,
+    pub discovery: Endpoint,
+    pub idp_cluster: String,
+    pub tls_client_auth_cluster: Option<String>,
+    pub client: Client,
+    pub token_auth: ClientAuth,
+    pub introspection_auth: ClientAuth,
+    pub revocation_auth: ClientAuth,
+    pub mtls: MtlsOverrides,
+    /// Configured methods in Kong's order.
+    pub auth_methods: Vec<AuthMethod>,
+    /// Space-joined `scopes`.
+    pub scope: String,
+    pub timeout_ms: u64,
+    pub cache_tokens: bool,
+    pub upstream_access_token_header: Option<TokenHeader>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn single(self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self {
+            OneOrMany::One(s) => Ok(Some(s)),
+            OneOrMany::Many(v) if v.len() <= 1 => Ok(v.into_iter().next()),
+            OneOrMany::Many(_) => err(format!("`{key}`: one client is supported; give one value")),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    issuer: String,
+    idp_cluster: String,
+    tls_client_auth_cluster: Option<String>,
+    client_id: Option<OneOrMany>,
+    client_secret: Option<OneOrMany>,
+    client_auth: Option<OneOrMany>,
+    client_alg: Option<String>,
+    client_private_key: Option<String>,
+    client_private_key_id: Option<String>,
+    token_endpoint_auth_method: Option<String>,
+    introspection_endpoint_auth_method: Option<String>,
+    revocation_endpoint_auth_method: Option<String>,
+    mtls_token_endpoint: Option<String>,
+    mtls_introspection_endpoint: Option<String>,
+    mtls_revocation_endpoint: Option<String>,
+    auth_methods: Option<Vec<String>>,
+    scopes: Option<Vec<String>>,
+    timeout: Option<u64>,
+    cache_tokens: Option<bool>,
+    upstream_access_token_header: Option<String>,
+}
+
+/// Default IdP call timeout, as Kong's `timeout`.
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+
+impl Plan {
+    /// Parses YAML or JSON bytes and validates them.
+    pub fn parse(bytes: &[u8]) -> Result<Plan, ConfigError> {
+        let text = std::str::from_utf8(bytes).map_err(|_| ConfigError("not UTF-8".into()))?;
+        if text.trim().is_empty() {
+            return err("the configuration is empty (`issuer` and `idp_cluster` are required)");
+        }
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let raw: Raw = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            if path == "." || path.is_empty() {
+                ConfigError(inner)
+            } else {
+                ConfigError(format!("`{path}`: {inner}"))
+            }
+        })?;
+        Plan::from_raw(raw)
+    }
+
+    fn from_raw(raw: Raw) -> Result<Plan, ConfigError> {
+        let issuer = raw.issuer.trim().to_string();
+        Endpoint::parse(&issuer).map_err(|e| ConfigError(format!("`issuer`: {e}")))?;
+        let discovery = Endpoint::parse(&format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        ))
+        .map_err(|e| ConfigError(format!("`issuer`: {e}")))?;
+
+        let idp_cluster = non_empty("idp_cluster", raw.idp_cluster)?;
+        let tls_client_auth_cluster = raw
+            .tls_client_auth_cluster
+            .map(|c| non_empty("tls_client_auth_cluster", c))
+            .transpose()?;
+
+        let auth_methods = auth_methods(raw.auth_methods)?;
+
+        let client_id = match raw.client_id {
+            Some(v) => v.single("client_id")?.map(|id| non_empty("client_id", id)).transpose()?,
+            None => None,
+        };
+        let client_secret = match raw.client_secret {
+            Some(v) => v.single("client_secret")?,
+            None => None,
+        }
+        .filter(|s| !s.is_empty());
+        let client_auth = match raw.client_auth {
+            Some(v) => v.single("client_auth")?.map(|m| ClientAuth::parse("client_auth", &m)).transpose()?,
+            None => None,
+        };
+        let token_auth = match raw.token_endpoint_auth_method {
+            Some(m) => ClientAuth::parse("token_endpoint_auth_method", &m)?,
+            None => client_auth.unwrap_or(if client_secret.is_some() {
+                ClientAuth::ClientSecretBasic
+            } else {
+                ClientAuth::None
+            }),
+        };
+        let introspection_auth = match raw.introspection_endpoint_auth_method {
+            Some(m) => ClientAuth::parse("introspection_endpoint_auth_method", &m)?,
+            None => token_auth,
+        };
+        let revocation_auth = match raw.revocation_endpoint_auth_method {
+            Some(m) => ClientAuth::parse("revocation_endpoint_auth_method", &m)?,
+            None => token_auth,
+        };
+
+        let needs_client = auth_methods.iter().any(|m| *m != AuthMethod::ClientCredentials);
+        let client_id = match client_id {
+            Some(id) => id,
+            None if needs_client => {
+                return err("`client_id` is required for the configured `auth_methods`")
+            }
+            None => String::new(),
+        };
+
+        let mut signer = None;
+        for (key, method) in [
+            ("token_endpoint_auth_method", token_auth),
+            ("introspection_endpoint_auth_method", introspection_auth),
+            ("revocation_endpoint_auth_method", revocation_auth),
+        ] {
+            if !needs_client {
+                break;
+            }
+            if method.is_tls() && tls_client_auth_cluster.is_none() {
+                return err(format!(
+                    "`tls_client_auth_cluster` is required: `{key}` is {} (the Envoy cluster that presents the client certificate)",
+                    method.name()
+                ));
+            }
+            if method.needs_secret() && client_secret.is_none() {
+                return err(format!("`client_secret` is required: `{key}` is {}", method.name()));
+            }
+            if method == ClientAuth::ClientSecretJwt && signer.is_none() {
+                let secret = client_secret.as_deref().unwrap_or_default();
+                signer = Some(Signer::hmac(raw.client_alg.as_deref(), secret)?);
+            }
+            if method == ClientAuth::PrivateKeyJwt {
+                let Some(pem) = raw.client_private_key.as_deref() else {
+                    return err(format!(
+                        "`client_private_key` (PEM) is required: `{key}` is private_key_jwt"
+                    ));
+                };
+                signer = Some(Signer::private_key(
+                    raw.client_alg.as_deref(),
+                    pem,
+                    raw.client_private_key_id.as_deref(),
+                )?);
+            }
+        }
+
+        let mtls = MtlsOverrides {
+            token: endpoint_opt("mtls_token_endpoint", raw.mtls_token_endpoint)?,
+            introspection: endpoint_opt("mtls_introspection_endpoint", raw.mtls_introspection_endpoint)?,
+            revocation: endpoint_opt("mtls_revocation_endpoint", raw.mtls_revocation_endpoint)?,
+        };
+
+        let scopes = raw.scopes.unwrap_or_else(|| vec!["openid".to_string()]);
+        for s in &scopes {
+            if s.is_empty() || !s.bytes().all(|b| b > 0x20 && b < 0x7f && b != b'"' && b != b'\\') {
+                return err(format!("`scopes`: `{s}` is not a valid scope token"));
+            }
+        }
+
+        let timeout_ms = raw.timeout.unwrap_or(DEFAULT_TIMEOUT_MS);
+        if !(1..=600_000).contains(&timeout_ms) {
+            return err("`timeout`: must be between 1 and 600000 milliseconds");
+        }
+
+        let upstream_access_token_header = match raw.upstream_access_token_header {
+            None => Some(TokenHeader { name: "authorization".into(), bearer: true }),
+            Some(s) if s.trim().is_empty() => None,
+            Some(s) => Some(TokenHeader::parse("upstream_access_token_header", &s)?),
+        };
+
+        Ok(Plan {
+            issuer,
+            discovery,
+            idp_cluster,
+            tls_client_auth_cluster,
+            client: Client { id: client_id, secret: client_secret, signer },
+            token_auth,
+            introspection_auth,
+            revocation_auth,
+            mtls,
+            auth_methods,
+            scope: scopes.join(" "),
+            timeout_ms,
+            cache_tokens: raw.cache_tokens.unwrap_or(true),
+            upstream_access_token_header,
+        })
+    }
+
+    pub fn has(&self, method: AuthMethod) -> bool {
+        self.auth_methods.contains(&method)
+    }
+
+    /// `WWW-Authenticate` challenges for a 401, one per credential kind accepted.
+    pub fn challenges(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.has(AuthMethod::Password) || self.has(AuthMethod::ClientCredentials) {
+            out.push("Basic realm=\"oidc\", charset=\"UTF-8\"".to_string());
+        }
+        out
+    }
+
+    /// The cluster for a call authenticated with `method`.
+    pub fn cluster_for(&self, method: ClientAuth) -> &str {
+        match (&self.tls_client_auth_cluster, method.is_tls()) {
+            (Some(c), true) => c,
+            _ => &self.idp_cluster,
+        }
+    }
+}
+
+fn non_empty(key: &str, v: String) -> Result<String, ConfigError> {
+    let v = v.trim().to_string();
+    if v.is_empty() {
+        return err(format!("`{key}` must not be empty"));
+    }
+    Ok(v)
+}
+
+fn endpoint_opt(key: &str, v: Option<String>) -> Result<Option<Endpoint>, ConfigError> {
+    v.map(|u| Endpoint::parse(u.trim()).map_err(|e| ConfigError(format!("`{key}`: {e}"))))
+        .transpose()
+}
+
+fn auth_methods(raw: Option<Vec<String>>) -> Result<Vec<AuthMethod>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(AuthMethod::SUPPORTED.to_vec());
+    };
+    if raw.is_empty() {
+        return err("`auth_methods` must name at least one method");
+    }
+    let mut out = Vec::new();
+    for name in raw {
+        let m: AuthMethod = serde_json::from_value(serde_json::Value::String(name.clone()))
+            .map_err(|_| {
+                ConfigError(format!(
+                    "`auth_methods`: unknown method `{name}` (session, bearer, introspection, userinfo, refresh_token, password, client_credentials, authorization_code)"
+                ))
+            })?;
+        if !AuthMethod::SUPPORTED.contains(&m) {
+            return err(format!(
+                "`auth_methods`: `{name}` is not implemented in this version (available: password, client_credentials)"
+            ));
+        }
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = "issuer: https://idp.example.com\nidp_cluster: idp\n";
+
+    fn parse(extra: &str) -> Result<Plan, ConfigError> {
+        Plan::parse(format!("{MIN}{extra}").as_bytes())
+    }
+
+    fn msg(extra: &str) -> String {
+        parse(extra).unwrap_err().0
+    }
+
+    #[test]
+    fn kong_style_mtls_config() {
+        let p = parse(
+            "client_id: client-tls-auth\nclient_auth: tls_client_auth\ntls_client_auth_cluster: idp-mtls\nauth_methods: [password]\n",
+        )
+        .unwrap();
+        assert_eq!(p.token_auth, ClientAuth::TlsClientAuth);
+        assert_eq!(p.introspection_auth, ClientAuth::TlsClientAuth);
+        assert_eq!(p.cluster_for(p.token_auth), "idp-mtls");
+        assert_eq!(p.auth_methods, vec![AuthMethod::Password]);
+        assert_eq!(p.scope, "openid");
+        assert_eq!(p.timeout_ms, 10_000);
+        assert!(p.cache_tokens);
+        assert_eq!(p.discovery.path, "/.well-known/openid-configuration");
+        assert_eq!(
+            p.upstream_access_token_header,
+            Some(TokenHeader { name: "authorization".into(), bearer: true })
+        );
+    }
+
+    #[test]
+    fn json_is_accepted() {
+        let p = Plan::parse(
+            br#"{"issuer":"https://idp/","idp_cluster":"idp","client_id":["c"],"client_auth":["none"],"scopes":["openid","profile"]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.scope, "openid profile");
+        assert_eq!(p.discovery.url, "https://idp/.well-known/openid-configuration");
+        assert_eq!(p.token_auth, ClientAuth::None);
+    }
+
+    #[test]
+    fn tls_method_without_cluster_names_the_key() {
+        let m = msg("client_id: c\nclient_auth: tls_client_auth\n");
+        assert!(m.contains("tls_client_auth_cluster"), "{m}");
+        let m = msg("client_id: c\nclient_secret: s\nintrospection_endpoint_auth_method: self_signed_tls_client_auth\n");
+        assert!(m.contains("tls_client_auth_cluster") && m.contains("introspection_endpoint_auth_method"), "{m}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let m = msg("client_id: c\nclinet_secret: s\n");
+        assert!(m.contains("clinet_secret"), "{m}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let m = msg("client_id: c\ntimeout: soon\n");
+        assert!(m.contains("timeout"), "{m}");
+        let m = msg("client_id: c\ncache_tokens: maybe\n");
+        assert!(m.contains("cache_tokens"), "{m}");
+        let m = msg("client_id: c\ntimeout: 0\n");
+        assert!(m.contains("timeout"), "{m}");
+    }
+
+    #[test]
+    fn required_keys() {
+        let m = Plan::parse(b"idp_cluster: idp\n").unwrap_err().0;
+        assert!(m.contains("issuer"), "{m}");
+        let m = Plan::parse(b"issuer: https://i\n").unwrap_err().0;
+        assert!(m.contains("idp_cluster"), "{m}");
+        let m = msg("auth_methods: [password]\n");
+        assert!(m.contains("client_id"), "{m}");
+        let m = Plan::parse(b"").unwrap_err().0;
+        assert!(m.contains("issuer"), "{m}");
+        let m = msg("client_id: c\nclient_auth: client_secret_post\n");
+        assert!(m.contains("client_secret"), "{m}");
+        let m = msg("client_id: c\nclient_auth: private_key_jwt\n");
+        assert!(m.contains("client_private_key"), "{m}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        assert!(msg("client_id: c\nclient_auth: tls\n").contains("client_auth"));
+        assert!(msg("client_id: c\nauth_methods: [pasword]\n").contains("auth_methods"));
+        assert!(msg("client_id: c\nauth_methods: [bearer]\n").contains("not implemented"));
+        assert!(msg("client_id: c\nmtls_token_endpoint: token\n").contains("mtls_token_endpoint"));
+        assert!(msg("client_id: c\nupstream_access_token_header: 'x y'\n").contains("upstream_access_token_header"));
+        assert!(msg("client_id: c\nscopes: ['a b']\n").contains("scopes"));
+        let m = Plan::parse(b"issuer: idp.example.com\nidp_cluster: idp\nclient_id: c\n").unwrap_err().0;
+        assert!(m.contains("issuer"), "{m}");
+    }
+
+    #[test]
+    fn secret_defaults_to_basic_and_endpoints_inherit() {
+        let p = parse("client_id: c\nclient_secret: s\nrevocation_endpoint_auth_method: client_secret_post\n").unwrap();
+        assert_eq!(p.token_auth, ClientAuth::ClientSecretBasic);
+        assert_eq!(p.introspection_auth, ClientAuth::ClientSecretBasic);
+        assert_eq!(p.revocation_auth, ClientAuth::ClientSecretPost);
+        assert_eq!(p.cluster_for(p.token_auth), "idp");
+    }
+
+    #[test]
+    fn token_header_notation() {
+        let p = parse("client_id: c\nupstream_access_token_header: X-Access-Token\n").unwrap();
+        assert_eq!(p.upstream_access_token_header, Some(TokenHeader { name: "x-access-token".into(), bearer: false }));
+        let p = parse("client_id: c\nupstream_access_token_header: ''\n").unwrap();
+        assert_eq!(p.upstream_access_token_header, None);
+    }
+
+    #[test]
+    fn client_credentials_alone_needs_no_client() {
+        let p = parse("auth_methods: [client_credentials]\n").unwrap();
+        assert_eq!(p.auth_methods, vec![AuthMethod::ClientCredentials]);
+    }
+
+    #[test]
+    fn methods_are_tried_in_kong_order() {
+        let p = parse("client_id: c\nauth_methods: [client_credentials, password]\n").unwrap();
+        assert_eq!(p.auth_methods, vec![AuthMethod::Password, AuthMethod::ClientCredentials]);
+    }
+
+    #[test]
+    fn debug_redacts_secret() {
+        let p = parse("client_id: c\nclient_secret: hunter2\n").unwrap();
+        assert!(!format!("{p:?}").contains("hunter2"));
+    }
+}

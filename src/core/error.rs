@@ -1,0 +1,134 @@
+//! Errors a request can end in, and the one place where each becomes an HTTP answer.
+//!
+//! Every failure on the request path is an [`Error`]; [`Error::reply`] maps it to the status,
+//! `WWW-Authenticate` challenge and short JSON body the client sees. Nothing here carries a
+//! secret: descriptions name what went wrong, never a credential or a token.
+
+use crate::core::config::Plan;
+use crate::core::reply::Reply;
+
+/// Why a request was not forwarded upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The request carries no credential that any configured auth method accepts.
+    MissingCredentials,
+    /// A credential was found but is malformed (for example Basic that is not base64).
+    MalformedCredentials(&'static str),
+    /// The IdP refused the end user's (or calling client's) credentials.
+    InvalidCredentials,
+    /// The IdP refused the filter's own client authentication (wrong or missing client
+    /// certificate, wrong secret, bad assertion). `method` is the method the filter used.
+    ClientRejected { method: &'static str },
+    /// The IdP answered with an OAuth error the client cannot fix (misconfiguration).
+    IdpRefused { error: String },
+    /// The IdP could not be reached, reset the connection, or answered with a server error.
+    IdpUnavailable(&'static str),
+    /// The IdP did not answer within `timeout`.
+    IdpTimeout,
+    /// The IdP answered something that is not a valid protocol message.
+    IdpBadResponse(&'static str),
+    /// Discovery has not completed within `timeout`.
+    DiscoveryUnavailable,
+    /// The IdP does not publish an endpoint the configured flow needs.
+    EndpointMissing(&'static str),
+    /// The filter could not build the request to the IdP (for example a signing failure).
+    Internal(&'static str),
+}
+
+impl Error {
+    /// Short, stable name used in logs and in the JSON body's `error` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::MissingCredentials | Error::MalformedCredentials(_) => "invalid_request",
+            Error::InvalidCredentials => "invalid_grant",
+            Error::ClientRejected { .. } => "invalid_client",
+            Error::IdpRefused { .. } => "idp_refused",
+            Error::IdpUnavailable(_) | Error::IdpBadResponse(_) => "idp_unavailable",
+            Error::IdpTimeout => "idp_timeout",
+            Error::DiscoveryUnavailable => "discovery_unavailable",
+            Error::EndpointMissing(_) => "idp_misconfigured",
+            Error::Internal(_) => "internal_error",
+        }
+    }
+
+    /// Human readable description; never contains secrets.
+    pub fn description(&self) -> String {
+        match self {
+            Error::MissingCredentials => "credentials are required".into(),
+            Error::MalformedCredentials(what) => format!("malformed credentials: {what}"),
+            Error::InvalidCredentials => "the identity provider rejected the credentials".into(),
+            Error::ClientRejected { method } => format!(
+                "the identity provider rejected the gateway's client authentication ({method})"
+            ),
+            Error::IdpRefused { error } => {
+                format!("the identity provider refused the request: {error}")
+            }
+            Error::IdpUnavailable(why) => format!("the identity provider is unavailable: {why}"),
+            Error::IdpTimeout => "the identity provider did not answer in time".into(),
+            Error::IdpBadResponse(why) => {
+                format!("the identity provider sent an invalid answer: {why}")
+            }
+            Error::DiscoveryUnavailable => {
+                "the identity provider's discovery document is not available yet".into()
+            }
+            Error::EndpointMissing(which) => {
+                format!("the identity provider publishes no {which}")
+            }
+            Error::Internal(why) => format!("internal error: {why}"),
+        }
+    }
+
+    /// HTTP status for the client.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::MissingCredentials
+            | Error::MalformedCredentials(_)
+            | Error::InvalidCredentials
+            | Error::ClientRejected { .. } => 401,
+            Error::IdpRefused { .. }
+            | Error::IdpUnavailable(_)
+            | Error::IdpBadResponse(_)
+            | Error::EndpointMissing(_) => 502,
+            Error::IdpTimeout => 504,
+            Error::DiscoveryUnavailable => 503,
+            Error::Internal(_) => 500,
+        }
+    }
+
+    /// The local reply for this error under `plan` (challenges depend on the auth methods).
+    pub fn reply(&self, plan: &Plan) -> Reply {
+        let status = self.status();
+        let mut headers = Vec::new();
+        if status == 401 {
+            for challenge in plan.challenges() {
+                headers.push(("www-authenticate".to_string(), challenge));
+            }
+        }
+        let body = serde_json::json!({
+            "error": self.code(),
+            "error_description": self.description(),
+        });
+        Reply::json(status, headers, &body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_contract() {
+        assert_eq!(Error::MissingCredentials.status(), 401);
+        assert_eq!(Error::InvalidCredentials.status(), 401);
+        assert_eq!(Error::ClientRejected { method: "tls_client_auth" }.status(), 401);
+        assert_eq!(Error::IdpUnavailable("reset").status(), 502);
+        assert_eq!(Error::IdpTimeout.status(), 504);
+        assert_eq!(Error::DiscoveryUnavailable.status(), 503);
+    }
+
+    #[test]
+    fn client_rejection_names_the_method() {
+        let d = Error::ClientRejected { method: "tls_client_auth" }.description();
+        assert!(d.contains("tls_client_auth"), "{d}");
+    }
+}

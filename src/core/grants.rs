@@ -1,0 +1,275 @@
+//! OAuth grants at the token endpoint: building the request and reading the answer.
+//!
+//! `password` authenticates the filter's own client with the configured method (mTLS with
+//! `tls_client_auth`); `client_credentials` forwards the calling client's id and secret.
+//! [`parse_token_response`] maps every IdP answer, including transport failures, to a
+//! [`TokenSet`] or an [`Error`].
+
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::core::client_auth::{self, ClientAuth};
+use crate::core::config::Plan;
+use crate::core::credentials::Basic;
+use crate::core::discovery::{Metadata, Which};
+use crate::core::error::Error;
+use crate::core::idp::{IdpRequest, IdpResponse, Purpose};
+
+/// A grant the filter runs on behalf of the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// Resource owner password credentials (RFC 6749 4.3).
+    Password(Basic),
+    /// Client credentials (RFC 6749 4.4) of the calling client.
+    ClientCredentials(Basic),
+}
+
+impl Grant {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Grant::Password(_) => "password",
+            Grant::ClientCredentials(_) => "client_credentials",
+        }
+    }
+
+    /// Client authentication used for this grant.
+    pub fn auth(&self, plan: &Plan) -> ClientAuth {
+        match self {
+            Grant::Password(_) => plan.token_auth,
+            Grant::ClientCredentials(_) => ClientAuth::ClientSecretBasic,
+        }
+    }
+
+    /// Cache key: everything that makes the answer differ.
+    pub fn cache_key(&self, plan: &Plan) -> crate::core::token_cache::Key {
+        let (user, secret) = match self {
+            Grant::Password(b) | Grant::ClientCredentials(b) => (&b.user, &b.password),
+        };
+        crate::core::token_cache::key(&[self.name(), &plan.client.id, user, secret, &plan.scope])
+    }
+}
+
+/// Tokens from a successful token response. Debug output never shows them.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+pub struct TokenSet {
+    pub access_token: String,
+    #[serde(default)]
+    pub token_type: Option<String>,
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub id_token: Option<String>,
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+impl fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenSet(type={:?}, expires_in={:?}, <redacted>)", self.token_type, self.expires_in)
+    }
+}
+
+/// Builds the token request for `grant`.
+pub fn token_request(
+    plan: &Plan,
+    meta: &Metadata,
+    grant: &Grant,
+    now_secs: u64,
+    jti: &str,
+) -> Result<IdpRequest, Error> {
+    let auth = grant.auth(plan);
+    let (cluster, endpoint) = meta.route(plan, Which::Token, auth).ok_or(Error::EndpointMissing("token_endpoint"))?;
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    let mut headers = vec![
+        ("content-type".to_string(), "application/x-www-form-urlencoded".to_string()),
+        ("accept".to_string(), "application/json".to_string()),
+    ];
+    form.append_pair("grant_type", grant.name());
+    match grant {
+        Grant::Password(b) => {
+            form.append_pair("username", &b.user);
+            form.append_pair("password", &b.password);
+            // The audience of a client assertion is the plain token endpoint (RFC 7523).
+            let audience = meta.token_endpoint.as_ref().map(|e| e.url.as_str()).unwrap_or(&endpoint.url);
+            let creds = client_auth::authenticate(auth, &plan.client, audience, now_secs, jti)?;
+            headers.extend(creds.headers);
+            for (k, v) in &creds.form {
+                form.append_pair(k, v);
+            }
+        }
+        Grant::ClientCredentials(b) => {
+            headers.push(("authorization".into(), client_auth::basic(&b.user, &b.password)));
+        }
+    }
+    if !plan.scope.is_empty() {
+        form.append_pair("scope", &plan.scope);
+    }
+    Ok(IdpRequest {
+        purpose: Purpose::Token,
+        cluster: cluster.to_string(),
+        method: "POST",
+        authority: endpoint.authority.clone(),
+        path: endpoint.path.clone(),
+        headers,
+        body: form.finish().into_bytes(),
+        timeout_ms: plan.timeout_ms,
+    })
+}
+
+#[derive(Deserialize)]
+struct OAuthError {
+    error: String,
+}
+
+/// Maps a failed call (no `:status`) to timeout or unavailability.
+pub fn transport_error(resp: &IdpResponse, timeout_ms: u64) -> Error {
+    // Envoy reports timeouts and resets alike; the elapsed time tells them apart.
+    if resp.elapsed_ms.saturating_add(50) >= timeout_ms {
+        Error::IdpTimeout
+    } else {
+        Error::IdpUnavailable("connection failed or was reset")
+    }
+}
+
+/// Reads the token endpoint's answer to `grant`.
+pub fn parse_token_response(grant: &Grant, auth: ClientAuth, resp: &IdpResponse, timeout_ms: u64) -> Result<TokenSet, Error> {
+    let Some(status) = resp.status else {
+        return Err(transport_error(resp, timeout_ms));
+    };
+    if status == 200 {
+        let tokens: TokenSet = serde_json::from_slice(&resp.body)
+            .map_err(|_| Error::IdpBadResponse("token response is not a JSON token set"))?;
+        if tokens.access_token.is_empty() {
+            return Err(Error::IdpBadResponse("token response has an empty access_token"));
+        }
+        if let Some(t) = &tokens.token_type {
+            // RFC 6749 5.1: case-insensitive; anything but bearer (or DPoP) cannot be forwarded as-is.
+            if !t.eq_ignore_ascii_case("bearer") && !t.eq_ignore_ascii_case("dpop") {
+                return Err(Error::IdpBadResponse("token_type is not Bearer"));
+            }
+        }
+        return Ok(tokens);
+    }
+    let oauth = serde_json::from_slice::<OAuthError>(&resp.body).ok();
+    match (status, oauth.as_ref().map(|e| e.error.as_str())) {
+        (400 | 401, Some("invalid_client")) => Err(match grant {
+            // The caller's own client id/secret were wrong.
+            Grant::ClientCredentials(_) => Error::InvalidCredentials,
+            Grant::Password(_) => Error::ClientRejected { method: auth.name() },
+        }),
+        (400 | 401, Some("invalid_grant")) => Err(Error::InvalidCredentials),
+        (400..=499, Some(e)) => Err(Error::IdpRefused { error: sanitize(e) }),
+        (400..=499, None) => Err(Error::IdpBadResponse("error without an OAuth error code")),
+        (500..=599, _) => Err(Error::IdpUnavailable("server error")),
+        _ => Err(Error::IdpBadResponse("unexpected status")),
+    }
+}
+
+/// OAuth error codes are `%x20-21 / %x23-5B / %x5D-7E`; keep anything else out of answers.
+fn sanitize(code: &str) -> String {
+    code.chars()
+        .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\')
+        .take(64)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(extra: &str) -> Plan {
+        Plan::parse(format!("issuer: https://idp\nidp_cluster: idp\nclient_id: cid\nscopes: [openid, profile]\n{extra}").as_bytes()).unwrap()
+    }
+
+    fn meta(p: &Plan) -> Metadata {
+        Metadata::parse(
+            p,
+            br#"{"issuer":"https://idp","token_endpoint":"https://idp/token","mtls_endpoint_aliases":{"token_endpoint":"https://mtls.idp/token"}}"#,
+        )
+        .unwrap()
+    }
+
+    fn john() -> Grant {
+        Grant::Password(Basic { user: "john".into(), password: "d&e=".into() })
+    }
+
+    fn form(r: &IdpRequest) -> Vec<(String, String)> {
+        form_urlencoded::parse(&r.body).into_owned().collect()
+    }
+
+    #[test]
+    fn password_over_mtls_goes_to_the_alias_through_the_tls_cluster() {
+        let p = plan("client_auth: tls_client_auth\ntls_client_auth_cluster: idp-mtls\n");
+        let r = token_request(&p, &meta(&p), &john(), 0, "j").unwrap();
+        assert_eq!((r.cluster.as_str(), r.authority.as_str(), r.path.as_str(), r.method), ("idp-mtls", "mtls.idp", "/token", "POST"));
+        assert_eq!(
+            form(&r),
+            vec![
+                ("grant_type".into(), "password".into()),
+                ("username".into(), "john".into()),
+                ("password".into(), "d&e=".into()),
+                ("client_id".into(), "cid".into()),
+                ("scope".into(), "openid profile".into()),
+            ]
+        );
+        assert!(!r.headers.iter().any(|(k, _)| k == "authorization"));
+    }
+
+    #[test]
+    fn password_with_secret_uses_plain_endpoint_and_basic() {
+        let p = plan("client_secret: s\n");
+        let r = token_request(&p, &meta(&p), &john(), 0, "j").unwrap();
+        assert_eq!((r.cluster.as_str(), r.authority.as_str()), ("idp", "idp"));
+        assert!(r.headers.iter().any(|(k, v)| k == "authorization" && v.starts_with("Basic ")));
+    }
+
+    #[test]
+    fn client_credentials_uses_the_callers_credentials() {
+        let p = plan("client_auth: tls_client_auth\ntls_client_auth_cluster: idp-mtls\n");
+        let g = Grant::ClientCredentials(Basic { user: "svc".into(), password: "pw".into() });
+        let r = token_request(&p, &meta(&p), &g, 0, "j").unwrap();
+        assert_eq!(r.cluster, "idp");
+        assert!(r.headers.contains(&("authorization".into(), client_auth::basic("svc", "pw"))));
+        assert_eq!(form(&r)[0], ("grant_type".into(), "client_credentials".into()));
+    }
+
+    fn resp(status: Option<u16>, body: &str, elapsed_ms: u64) -> IdpResponse {
+        IdpResponse { status, body: body.as_bytes().to_vec(), elapsed_ms }
+    }
+
+    #[test]
+    fn token_responses_map_to_errors_a_user_can_act_on() {
+        let g = john();
+        let t = ClientAuth::TlsClientAuth;
+        let ok = parse_token_response(&g, t, &resp(Some(200), r#"{"access_token":"at","token_type":"Bearer","expires_in":60}"#, 1), 1000).unwrap();
+        assert_eq!((ok.access_token.as_str(), ok.expires_in), ("at", Some(60)));
+        let e = |s, b: &str, el| parse_token_response(&g, t, &resp(s, b, el), 1000).unwrap_err();
+        assert_eq!(e(Some(400), r#"{"error":"invalid_grant"}"#, 1), Error::InvalidCredentials);
+        assert_eq!(e(Some(401), r#"{"error":"invalid_client"}"#, 1), Error::ClientRejected { method: "tls_client_auth" });
+        assert_eq!(e(Some(400), r#"{"error":"unauthorized_client"}"#, 1), Error::IdpRefused { error: "unauthorized_client".into() });
+        assert_eq!(e(Some(503), "upstream connect error", 1), Error::IdpUnavailable("server error"));
+        assert_eq!(e(None, "", 1000), Error::IdpTimeout);
+        assert!(matches!(e(None, "", 3), Error::IdpUnavailable(_)));
+        assert!(matches!(e(Some(200), "not json", 1), Error::IdpBadResponse(_)));
+        assert!(matches!(e(Some(200), r#"{"access_token":"x","token_type":"mac"}"#, 1), Error::IdpBadResponse(_)));
+        assert!(matches!(e(Some(302), "", 1), Error::IdpBadResponse(_)));
+        let cc = Grant::ClientCredentials(Basic { user: "a".into(), password: "b".into() });
+        assert_eq!(parse_token_response(&cc, t, &resp(Some(401), r#"{"error":"invalid_client"}"#, 1), 1000).unwrap_err(), Error::InvalidCredentials);
+    }
+
+    #[test]
+    fn idp_error_codes_are_sanitized() {
+        let e = parse_token_response(&john(), ClientAuth::None, &resp(Some(400), r#"{"error":"bad\"<script>\u0001"}"#, 1), 1000).unwrap_err();
+        assert_eq!(e, Error::IdpRefused { error: "bad<script>".into() });
+    }
+
+    #[test]
+    fn cache_key_depends_on_password() {
+        let p = plan("");
+        let other = Grant::Password(Basic { user: "john".into(), password: "x".into() });
+        assert_ne!(john().cache_key(&p), other.cache_key(&p));
+    }
+}

@@ -1,0 +1,9 @@
+//! OpenID Connect filter for Envoy, built as a proxy-wasm module.
+//!
+//! [`core`] holds the OIDC logic as a sans-IO state machine; [`host`] is the thin adapter
+//! that maps it onto proxy-wasm host calls (compiled for `wasm32` only).
+
+pub mod core;
+
+#[cfg(target_arch = "wasm32")]
+pub mod host;
