@@ -1,0 +1,521 @@
+// Test OpenID Provider for the integration tests: panva/oidc-provider served
+// over HTTPS with optional client certificates (RFC 8705 mTLS client auth and
+// certificate-bound access tokens), a resource-owner password grant, and a
+// minimal login page for the authorization code flow.
+//
+// Environment:
+//   IDP_PORT            listen port on 127.0.0.1 (default 9443)
+//   PKI_DIR             directory produced by tests/pki/gen.sh (default ../../.run/pki)
+//   ISSUER              issuer identifier (default https://localhost:${IDP_PORT})
+//   ACCESS_TOKEN_TTL    access token lifetime in seconds (default 3600)
+//   REFRESH_TOKEN_TTL   refresh token lifetime in seconds (default 86400)
+//   REDIRECT_URIS       extra redirect URIs, comma separated
+//   POST_LOGOUT_REDIRECT_URIS  extra post-logout redirect URIs, comma separated
+//   IDP_MTLS_PORT       optional second HTTPS listener; when set, discovery's
+//                       mtls_endpoint_aliases point at it (https://localhost:${IDP_MTLS_PORT})
+//   MTLS_ALIAS_BASE     base URL for mtls_endpoint_aliases (overrides the above;
+//                       default: the issuer itself, i.e. aliases equal the plain endpoints)
+//   JWT_ACCESS_TOKENS=1 enable resourceIndicators; access tokens become JWTs for
+//                       resource JWT_AUDIENCE (default https://api.example.test)
+//
+// Prints "IDP READY <issuer>" on stdout when listening.  Logs one line per
+// request (method, path without query, client cert subject, status) and never
+// logs credentials, tokens or codes.
+
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as https from 'node:https';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import Provider, { errors } from 'oidc-provider';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const PORT = Number(process.env.IDP_PORT || 9443);
+const PKI_DIR = path.resolve(process.env.PKI_DIR || path.join(HERE, '..', '..', '.run', 'pki'));
+const ISSUER = process.env.ISSUER || `https://localhost:${PORT}`;
+const ACCESS_TOKEN_TTL = Number(process.env.ACCESS_TOKEN_TTL || 3600);
+const REFRESH_TOKEN_TTL = Number(process.env.REFRESH_TOKEN_TTL || 86400);
+const MTLS_PORT = process.env.IDP_MTLS_PORT ? Number(process.env.IDP_MTLS_PORT) : undefined;
+const MTLS_ALIAS_BASE = (process.env.MTLS_ALIAS_BASE
+  || (MTLS_PORT ? `https://localhost:${MTLS_PORT}` : ISSUER)).replace(/\/$/, '');
+const JWT_ACCESS_TOKENS = process.env.JWT_ACCESS_TOKENS === '1';
+const JWT_AUDIENCE = process.env.JWT_AUDIENCE || 'https://api.example.test';
+
+const list = (v) => (v || '').split(',').map((s) => s.trim()).filter(Boolean);
+const pki = (name) => fs.readFileSync(path.join(PKI_DIR, name));
+
+// ---------------------------------------------------------------------------
+// Users
+// ---------------------------------------------------------------------------
+const USERS = {
+  john: {
+    password: 'doe',
+    claims: {
+      sub: 'john', name: 'John Doe', email: 'john@example.com', email_verified: true, groups: ['admins', 'users'],
+    },
+  },
+  jane: {
+    password: 'secret2',
+    claims: {
+      sub: 'jane', name: 'Jane Roe', email: 'jane@example.com', email_verified: true, groups: ['users'],
+    },
+  },
+};
+
+function checkPassword(username, password) {
+  const user = Object.prototype.hasOwnProperty.call(USERS, username) ? USERS[username] : undefined;
+  if (!user || typeof password !== 'string') return undefined;
+  const a = Buffer.from(user.password);
+  const b = Buffer.from(password);
+  if (a.length !== b.length || !crypto.timingSafeEqual(a, b)) return undefined;
+  return username;
+}
+
+async function findAccount(ctx, sub) {
+  const user = USERS[sub];
+  if (!user) return undefined;
+  return {
+    accountId: sub,
+    async claims() { return { ...user.claims }; },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Keys & clients
+// ---------------------------------------------------------------------------
+const signingJwk = {
+  ...crypto.createPrivateKey(pki('idp.key')).export({ format: 'jwk' }),
+  kid: 'idp-sig-1', use: 'sig', alg: 'RS256',
+};
+
+const pkjwtJwk = {
+  ...crypto.createPublicKey(pki('pkjwt.key')).export({ format: 'jwk' }),
+  kid: 'pkjwt-1', use: 'sig', alg: 'RS256',
+};
+
+const selfSignedPem = pki('selfsigned.crt').toString();
+const selfSignedJwk = {
+  ...crypto.createPublicKey(selfSignedPem).export({ format: 'jwk' }),
+  kid: 'selfsigned-1',
+  use: 'sig',
+  x5c: [selfSignedPem.replace(/-----(BEGIN|END) CERTIFICATE-----|\s/g, '')],
+};
+
+const redirectUris = ['http://localhost:8000/callback', 'http://127.0.0.1:8000/callback', ...list(process.env.REDIRECT_URIS)];
+const postLogoutRedirectUris = ['http://localhost:8000/', 'http://127.0.0.1:8000/', ...list(process.env.POST_LOGOUT_REDIRECT_URIS)];
+
+const common = {
+  grant_types: ['authorization_code', 'refresh_token', 'password', 'client_credentials'],
+  response_types: ['code'],
+  redirect_uris: redirectUris,
+  post_logout_redirect_uris: postLogoutRedirectUris,
+};
+
+const SUBJECT_DN = 'CN=client-tls-auth,O=Example,C=US';
+
+const clients = [
+  { ...common, client_id: 'client-tls-auth', token_endpoint_auth_method: 'tls_client_auth', tls_client_auth_subject_dn: SUBJECT_DN },
+  {
+    ...common,
+    client_id: 'client-tls-bound',
+    token_endpoint_auth_method: 'tls_client_auth',
+    tls_client_auth_subject_dn: SUBJECT_DN,
+    tls_client_certificate_bound_access_tokens: true,
+  },
+  {
+    ...common, client_id: 'client-self-signed', token_endpoint_auth_method: 'self_signed_tls_client_auth', jwks: { keys: [selfSignedJwk] },
+  },
+  { ...common, client_id: 'client-secret-basic', client_secret: 'secret-basic-1', token_endpoint_auth_method: 'client_secret_basic' },
+  { ...common, client_id: 'client-secret-post', client_secret: 'secret-post-1', token_endpoint_auth_method: 'client_secret_post' },
+  {
+    ...common,
+    client_id: 'client-secret-jwt',
+    client_secret: 'a-very-long-shared-secret-for-hs256-0123456789',
+    token_endpoint_auth_method: 'client_secret_jwt',
+    token_endpoint_auth_signing_alg: 'HS256',
+  },
+  {
+    ...common,
+    client_id: 'client-private-key-jwt',
+    token_endpoint_auth_method: 'private_key_jwt',
+    token_endpoint_auth_signing_alg: 'RS256',
+    jwks: { keys: [pkjwtJwk] },
+  },
+  { ...common, client_id: 'client-none', token_endpoint_auth_method: 'none' },
+  { ...common, client_id: 'resource-server', client_secret: 'rs-secret', token_endpoint_auth_method: 'client_secret_basic' },
+];
+
+// ---------------------------------------------------------------------------
+// mTLS hooks (read the peer certificate straight from the TLS socket)
+// ---------------------------------------------------------------------------
+function peerCert(ctx) {
+  const { socket } = ctx.req;
+  if (!socket || typeof socket.getPeerCertificate !== 'function') return undefined;
+  const cert = socket.getPeerCertificate();
+  if (!cert || !cert.raw) return undefined;
+  return cert;
+}
+
+// Normalise a distinguished name to a canonical, order-independent form:
+// accepts RFC 4514 ("CN=a,O=b,C=US", least significant first) and Node's
+// X509Certificate.subject ("C=US\nO=b\nCN=a", most significant first).
+function normalizeDn(dn) {
+  if (typeof dn !== 'string') return '';
+  const parts = dn.includes('\n') ? dn.split('\n') : dn.split(/(?<!\\),/);
+  return parts
+    .map((p) => p.trim())
+    .filter(Boolean)
+    .map((p) => {
+      const i = p.indexOf('=');
+      return `${p.slice(0, i).trim().toUpperCase()}=${p.slice(i + 1).trim().replace(/\\(.)/g, '$1')}`;
+    })
+    .sort()
+    .join(',');
+}
+
+const mTLS = {
+  enabled: true,
+  tlsClientAuth: true,
+  selfSignedTlsClientAuth: true,
+  certificateBoundAccessTokens: true,
+  getCertificate(ctx) {
+    const cert = peerCert(ctx);
+    return cert ? new crypto.X509Certificate(cert.raw) : undefined;
+  },
+  certificateAuthorized(ctx) {
+    return Boolean(ctx.req.socket && ctx.req.socket.authorized);
+  },
+  certificateSubjectMatches(ctx, property, expected) {
+    const cert = peerCert(ctx);
+    if (!cert) return false;
+    const x509 = new crypto.X509Certificate(cert.raw);
+    switch (property) {
+      case 'tls_client_auth_subject_dn':
+        return normalizeDn(x509.subject) === normalizeDn(expected);
+      case 'tls_client_auth_san_dns':
+        return (x509.subjectAltName || '').split(', ').includes(`DNS:${expected}`);
+      case 'tls_client_auth_san_ip':
+        return (x509.subjectAltName || '').split(', ').includes(`IP Address:${expected}`);
+      case 'tls_client_auth_san_email':
+        return (x509.subjectAltName || '').split(', ').includes(`email:${expected}`);
+      case 'tls_client_auth_san_uri':
+        return (x509.subjectAltName || '').split(', ').includes(`URI:${expected}`);
+      default:
+        return false;
+    }
+  },
+};
+
+// ---------------------------------------------------------------------------
+// Provider configuration
+// ---------------------------------------------------------------------------
+const SCOPES = ['openid', 'profile', 'email', 'offline_access', 'api:read', 'api:write'];
+
+const mtlsAliases = {
+  token_endpoint: `${MTLS_ALIAS_BASE}/token`,
+  introspection_endpoint: `${MTLS_ALIAS_BASE}/token/introspection`,
+  revocation_endpoint: `${MTLS_ALIAS_BASE}/token/revocation`,
+  userinfo_endpoint: `${MTLS_ALIAS_BASE}/me`,
+};
+
+const configuration = {
+  clients,
+  findAccount,
+  jwks: { keys: [signingJwk] },
+  cookies: { keys: ['test-cookie-key-1-do-not-use-in-prod', 'test-cookie-key-2'] },
+  scopes: SCOPES,
+  responseTypes: ['code'],
+  clientAuthMethods: [
+    'none', 'client_secret_basic', 'client_secret_post', 'client_secret_jwt', 'private_key_jwt',
+    'tls_client_auth', 'self_signed_tls_client_auth',
+  ],
+  claims: {
+    openid: ['sub'],
+    profile: ['name', 'groups'],
+    email: ['email', 'email_verified'],
+  },
+  // RFC 8705 section 5: oidc-provider does not generate this itself, but
+  // static discovery members can be added through `discovery`.
+  discovery: { mtls_endpoint_aliases: mtlsAliases },
+  ttl: {
+    AccessToken: ACCESS_TOKEN_TTL,
+    ClientCredentials: ACCESS_TOKEN_TTL,
+    RefreshToken: REFRESH_TOKEN_TTL,
+    IdToken: 3600,
+    AuthorizationCode: 60,
+    Interaction: 3600,
+    Session: 86400,
+    Grant: 86400,
+  },
+  // Always issue a refresh token to clients allowed the refresh_token grant.
+  issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+  rotateRefreshToken: true,
+  interactions: { url: async (ctx, interaction) => `/interaction/${interaction.uid}` },
+  // Auto-consent: every client here is first-party.
+  async loadExistingGrant(ctx) {
+    const { Grant } = ctx.oidc.provider;
+    const grantId = ctx.oidc.result?.consent?.grantId
+      || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
+    let grant = grantId ? await Grant.find(grantId) : undefined;
+    if (!grant) {
+      grant = new Grant({ clientId: ctx.oidc.client.clientId, accountId: ctx.oidc.session.accountId });
+    }
+    grant.addOIDCScope(SCOPES.join(' '));
+    grant.addOIDCClaims(['sub', 'name', 'email', 'email_verified', 'groups']);
+    if (JWT_ACCESS_TOKENS) grant.addResourceScope(JWT_AUDIENCE, 'api:read api:write');
+    await grant.save();
+    return grant;
+  },
+  features: {
+    devInteractions: { enabled: false },
+    introspection: {
+      enabled: true,
+      // resource-server (and any authenticated confidential client) may
+      // introspect any token; public clients only their own.
+      async allowedPolicy(ctx, client, token) {
+        if (client.clientId === 'resource-server') return true;
+        if (client.clientAuthMethod === 'none') return token.clientId === client.clientId;
+        return true;
+      },
+    },
+    revocation: {
+      enabled: true,
+      async allowedPolicy(ctx, client, token) {
+        if (client.clientId === 'resource-server') return true;
+        return token.clientId === client.clientId;
+      },
+    },
+    clientCredentials: { enabled: true },
+    userinfo: { enabled: true },
+    rpInitiatedLogout: { enabled: true },
+    mTLS,
+    resourceIndicators: {
+      enabled: JWT_ACCESS_TOKENS,
+      defaultResource: async () => JWT_AUDIENCE,
+      useGrantedResource: async () => true,
+      getResourceServerInfo: async () => ({
+        scope: 'api:read api:write',
+        audience: JWT_AUDIENCE,
+        accessTokenTTL: ACCESS_TOKEN_TTL,
+        accessTokenFormat: 'jwt',
+        jwt: { sign: { alg: 'RS256' } },
+      }),
+    },
+  },
+};
+
+const provider = new Provider(ISSUER, configuration);
+provider.proxy = false;
+
+// ---------------------------------------------------------------------------
+// Resource-owner password credentials grant
+// ---------------------------------------------------------------------------
+async function passwordGrant(ctx) {
+  const { provider: op, params, client } = ctx.oidc;
+  const {
+    Grant, AccessToken, RefreshToken, IdToken,
+  } = op;
+
+  const accountId = checkPassword(params.username, params.password);
+  if (!accountId) throw new errors.InvalidGrant('invalid resource owner credentials');
+
+  const requested = (params.scope || 'openid').split(' ').filter(Boolean);
+  const unknown = requested.filter((s) => !SCOPES.includes(s));
+  if (unknown.length) throw new errors.InvalidScope('requested scope is not supported', unknown.join(' '));
+  const notAllowed = requested.filter((s) => client.scope && !client.scope.split(' ').includes(s));
+  if (notAllowed.length) throw new errors.InvalidScope('requested scope is not allowed', notAllowed.join(' '));
+
+  // certificate binding (RFC 8705 section 3), as the shipped grants do it
+  let cert;
+  if (client.tlsClientCertificateBoundAccessTokens) {
+    cert = mTLS.getCertificate(ctx);
+    if (!cert) throw new errors.InvalidGrant('mutual TLS client certificate not provided');
+  }
+
+  const account = await findAccount(ctx, accountId);
+  ctx.oidc.entity('Account', account);
+
+  const grant = new Grant({ accountId, clientId: client.clientId });
+  grant.addOIDCScope(requested.join(' '));
+  grant.addOIDCClaims(['sub', 'name', 'email', 'email_verified', 'groups']);
+  const grantId = await grant.save();
+  ctx.oidc.entity('Grant', grant);
+
+  const scope = grant.getOIDCScopeFiltered(new Set(requested));
+  const at = new AccessToken({
+    accountId, client, grantId, gty: 'password', scope,
+  });
+  if (cert) at.setThumbprint('x5t', cert);
+  if (JWT_ACCESS_TOKENS) {
+    // JWT access token for the (single) configured resource server
+    const info = await configuration.features.resourceIndicators.getResourceServerInfo();
+    at.resourceServer = new op.ResourceServer(JWT_AUDIENCE, info);
+    at.scope = requested.filter((s) => info.scope.split(' ').includes(s)).join(' ') || undefined;
+  }
+  ctx.oidc.entity('AccessToken', at);
+  const accessToken = await at.save();
+
+  let refreshToken;
+  if (client.grantTypeAllowed('refresh_token')) {
+    const rt = new RefreshToken({
+      accountId, client, grantId, gty: 'password', scope, rotations: 0,
+    });
+    // public clients: bind the refresh token to the certificate (oidc-provider behaviour)
+    if (client.clientAuthMethod === 'none' && at['x5t#S256']) rt['x5t#S256'] = at['x5t#S256'];
+    ctx.oidc.entity('RefreshToken', rt);
+    refreshToken = await rt.save();
+  }
+
+  let idToken;
+  if (requested.includes('openid')) {
+    const token = new IdToken({
+      ...await account.claims('id_token', scope),
+      sub: accountId,
+      auth_time: Math.floor(Date.now() / 1000),
+      amr: ['pwd'],
+    }, { ctx });
+    token.scope = scope;
+    idToken = await token.issue({ use: 'idtoken' });
+  }
+
+  ctx.body = {
+    access_token: accessToken,
+    token_type: at.tokenType || 'Bearer',
+    expires_in: at.expiration,
+    scope,
+    ...(refreshToken ? { refresh_token: refreshToken } : {}),
+    ...(idToken ? { id_token: idToken } : {}),
+  };
+}
+
+provider.registerGrantType('password', passwordGrant, ['username', 'password', 'scope']);
+
+// ---------------------------------------------------------------------------
+// Interaction (login) pages
+// ---------------------------------------------------------------------------
+const escapeHtml = (s) => String(s).replace(/[&<>"']/g, (c) => ({
+  '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;',
+}[c]));
+
+function loginPage(uid, clientId, error) {
+  return `<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>Sign in</title></head>
+<body>
+<h1>Sign in</h1>
+<p>Client: ${escapeHtml(clientId)}</p>
+${error ? `<p class="error" id="error">${escapeHtml(error)}</p>` : ''}
+<form method="post" action="/interaction/${escapeHtml(uid)}/login" autocomplete="off">
+  <label>Username <input name="login" id="login" type="text" required autofocus></label>
+  <label>Password <input name="password" id="password" type="password" required></label>
+  <button type="submit" id="submit">Sign in</button>
+</form>
+</body></html>`;
+}
+
+function readBody(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    let size = 0;
+    req.on('data', (c) => {
+      size += c.length;
+      if (size > 65536) { reject(new Error('body too large')); req.destroy(); return; }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString()));
+    req.on('error', reject);
+  });
+}
+
+function send(res, status, body, type = 'text/html; charset=utf-8') {
+  res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
+  res.end(body);
+}
+
+async function handleInteraction(req, res, url) {
+  const m = url.pathname.match(/^\/interaction\/([^/]+)(\/login)?$/);
+  if (!m) return send(res, 404, 'not found', 'text/plain');
+  try {
+    const details = await provider.interactionDetails(req, res);
+    const { uid, prompt, params } = details;
+    if (m[2] && req.method === 'POST') {
+      const form = new URLSearchParams(await readBody(req));
+      const accountId = checkPassword(form.get('login'), form.get('password'));
+      if (!accountId) return send(res, 401, loginPage(uid, params.client_id, 'Invalid username or password'));
+      return provider.interactionFinished(req, res, { login: { accountId } }, { mergeWithLastSubmission: false });
+    }
+    if (req.method !== 'GET') return send(res, 405, 'method not allowed', 'text/plain');
+    if (prompt.name === 'login') return send(res, 200, loginPage(uid, params.client_id));
+    // consent (or anything else): auto-approve; loadExistingGrant creates the grant
+    const grant = await provider.Grant.find(details.grantId) || new provider.Grant({
+      accountId: details.session.accountId, clientId: params.client_id,
+    });
+    grant.addOIDCScope(SCOPES.join(' '));
+    grant.addOIDCClaims(['sub', 'name', 'email', 'email_verified', 'groups']);
+    const grantId = await grant.save();
+    return provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+  } catch (err) {
+    return send(res, 400, `interaction error: ${escapeHtml(err.message)}`, 'text/plain');
+  }
+}
+
+// ---------------------------------------------------------------------------
+// HTTPS server(s)
+// ---------------------------------------------------------------------------
+const callback = provider.callback();
+
+function handler(req, res) {
+  const started = Date.now();
+  const sock = req.socket;
+  const cert = typeof sock.getPeerCertificate === 'function' ? sock.getPeerCertificate() : undefined;
+  const hasCert = Boolean(cert && cert.raw);
+  const subject = hasCert ? new crypto.X509Certificate(cert.raw).subject.split('\n').reverse().join(',') : '-';
+  const url = new URL(req.url, 'https://idp.invalid');
+  res.on('finish', () => {
+    // path only: query strings may carry codes/state and are never logged
+    process.stdout.write(`IDP ${req.method} ${url.pathname} port=${sock.localPort} cert=${hasCert ? 'yes' : 'no'} `
+      + `subject="${subject}" authorized=${hasCert ? Boolean(sock.authorized) : '-'} `
+      + `status=${res.statusCode} ms=${Date.now() - started}\n`);
+  });
+  if (url.pathname.startsWith('/interaction/')) {
+    handleInteraction(req, res, url);
+    return;
+  }
+  callback(req, res);
+}
+
+const tlsOptions = {
+  key: pki('idp.key'),
+  cert: pki('idp.crt'),
+  ca: pki('ca.crt'),
+  requestCert: true,
+  rejectUnauthorized: false,
+};
+
+provider.on('server_error', (ctx, err) => {
+  process.stdout.write(`IDP server_error ${err && err.stack ? err.stack : err}\n`);
+});
+
+// error details (e.g. "client certificate was not provided") are not part of
+// the HTTP response (only a generic error_description is); log them here.
+for (const ev of ['grant.error', 'introspection.error', 'revocation.error', 'userinfo.error',
+  'authorization.error', 'end_session.error', 'discovery.error', 'jwks.error']) {
+  provider.on(ev, (ctx, err) => {
+    process.stdout.write(`IDP ${ev} ${err.error || err.name}: ${err.error_detail || err.error_description || ''}\n`);
+  });
+}
+
+const servers = [https.createServer(tlsOptions, handler)];
+if (MTLS_PORT) servers.push(https.createServer(tlsOptions, handler));
+
+await Promise.all(servers.map((srv, i) => new Promise((resolve, reject) => {
+  srv.keepAliveTimeout = 60000;
+  srv.once('error', reject);
+  srv.listen(i === 0 ? PORT : MTLS_PORT, '127.0.0.1', resolve);
+})));
+
+process.stdout.write(`IDP READY ${ISSUER}\n`);
+
+const shutdown = () => { servers.forEach((s) => s.close()); process.exit(0); };
+process.on('SIGTERM', shutdown);
+process.on('SIGINT', shutdown);

