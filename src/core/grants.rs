@@ -163,6 +163,8 @@ pub fn parse_token_response(grant: &Grant, auth: ClientAuth, resp: &IdpResponse,
         (400 | 401, Some("invalid_grant")) => Err(Error::InvalidCredentials),
         (400..=499, Some(e)) => Err(Error::IdpRefused { error: sanitize(e) }),
         (400..=499, None) => Err(Error::IdpBadResponse("error without an OAuth error code")),
+        // Envoy answers 504 itself when the call times out (and so does a gateway in front of the IdP).
+        (504, _) => Err(Error::IdpTimeout),
         (500..=599, _) => Err(Error::IdpUnavailable("server error")),
         _ => Err(Error::IdpBadResponse("unexpected status")),
     }
@@ -252,6 +254,7 @@ mod tests {
         assert_eq!(e(Some(400), r#"{"error":"unauthorized_client"}"#, 1), Error::IdpRefused { error: "unauthorized_client".into() });
         assert_eq!(e(Some(503), "upstream connect error", 1), Error::IdpUnavailable("server error"));
         assert_eq!(e(None, "", 1000), Error::IdpTimeout);
+        assert_eq!(e(Some(504), "upstream request timeout", 1000), Error::IdpTimeout);
         assert!(matches!(e(None, "", 3), Error::IdpUnavailable(_)));
         assert!(matches!(e(Some(200), "not json", 1), Error::IdpBadResponse(_)));
         assert!(matches!(e(Some(200), r#"{"access_token":"x","token_type":"mac"}"#, 1), Error::IdpBadResponse(_)));

@@ -1,0 +1,114 @@
+"""Configuration refused at load, IdP faults, discovery shared by workers and waited for."""
+import threading
+import time
+
+import pytest
+
+import harness
+from faults import BlackHole, closed_port
+from test_password import mtls_config
+
+
+def point_cluster(name, port):
+    def mutate(cfg):
+        for c in cfg["static_resources"]["clusters"]:
+            if c["name"] == name:
+                harness._set_cluster_port(c, port)
+    return mutate
+
+
+@pytest.mark.parametrize("plugin_config, expected", [
+    ("issuer: https://idp\nidp_cluster: idp\nclient_id: c\nclient_auth: tls_client_auth\n", "tls_client_auth_cluster"),
+    ("issuer: https://idp\nidp_cluster: idp\nclient_id: c\nclinet_secret: x\n", "clinet_secret"),
+    ("issuer: https://idp\nidp_cluster: idp\nclient_id: c\ntimeout: soon\n", "timeout"),
+    ("idp_cluster: idp\nclient_id: c\n", "issuer"),
+    ("issuer: https://idp\nidp_cluster: idp\nclient_id: c\nauth_methods: [pasword]\n", "auth_methods"),
+    ("{not yaml", "invalid oidc filter configuration"),
+])
+def test_invalid_configuration_stops_envoy_with_a_message_naming_the_key(envoy, plugin_config, expected):
+    proxy = envoy(plugin_config, expect_start=False)
+    assert proxy.returncode != 0
+    lines = [l for l in proxy.log().splitlines() if "invalid oidc filter configuration" in l]
+    assert lines, proxy.log()[-3000:]
+    assert expected in lines[0], lines[0]
+
+
+def test_unreachable_token_endpoint_is_502(envoy, idp, upstream):
+    proxy = envoy(mtls_config(idp), mutate=point_cluster("idp-mtls", closed_port()))
+    r = proxy.get("/", auth=("john", "doe"))
+    assert r.status_code == 502, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert r.json()["error"] == "idp_unavailable"
+
+
+def test_idp_that_never_answers_is_504_within_timeout(envoy, idp, upstream):
+    hole = BlackHole()
+    try:
+        proxy = envoy(mtls_config(idp, timeout=1500), mutate=point_cluster("idp-mtls", hole.port))
+        started = time.monotonic()
+        r = proxy.get("/", auth=("john", "doe"))
+        took = time.monotonic() - started
+        assert r.status_code == 504, r.text
+        assert r.json()["error"] == "idp_timeout"
+        assert 1.2 < took < 5, took
+    finally:
+        hole.close()
+
+
+def test_discovery_is_fetched_once_for_all_workers(envoy, idp_factory, upstream):
+    fresh = idp_factory()
+    proxy = envoy(mtls_config(fresh), idp=fresh, concurrency=4)
+    for _ in range(8):
+        assert proxy.get("/", auth=("john", "doe"), headers={"connection": "close"}).status_code == 200
+    time.sleep(0.5)
+    assert fresh.log().count("IDP GET /.well-known/openid-configuration") == 1, fresh.log()
+    assert fresh.log().count("IDP GET /jwks") == 1
+
+
+def test_requests_wait_for_discovery_while_the_idp_comes_up(envoy, idp_factory, upstream, idp, pki):
+    """The IdP is down when Envoy starts: discovery is retried with backoff, and a request
+    that arrives meanwhile waits for it instead of failing."""
+    port = harness.free_port()
+    down = harness.IdP(None, port, f"https://localhost:{port}", pki)
+    proxy = envoy(mtls_config(down, timeout=8000), idp=down)
+    result = {}
+
+    def call():
+        result["r"] = proxy.get("/", auth=("john", "doe"))
+
+    t = threading.Thread(target=call)
+    t.start()
+    time.sleep(1.5)
+    assert "r" not in result, "the request did not wait for discovery"
+    up = idp_factory(port=port)
+    t.join(15)
+    assert result["r"].status_code == 200, result["r"].text
+    assert "Discovery fetch failed" in proxy.log()
+    assert up.log().count("IDP GET /.well-known/openid-configuration") == 1
+
+
+def test_discovery_wait_is_bounded_by_timeout(envoy, upstream, pki):
+    port = closed_port()
+    down = harness.IdP(None, port, f"https://localhost:{port}", pki)
+    proxy = envoy(mtls_config(down, timeout=1000), idp=down)
+    started = time.monotonic()
+    r = proxy.get("/", auth=("john", "doe"))
+    assert r.status_code == 503
+    assert r.json()["error"] == "discovery_unavailable"
+    assert time.monotonic() - started < 4
+
+
+def test_hostile_headers_never_crash_the_filter(envoy, idp, upstream):
+    import http.client
+    proxy = envoy(mtls_config(idp))
+    for value in [b"Basic \xff\xfe\xfd", b"Basic " + b"A" * 60000, b"Basic =", b"Basic Og==", b"\xc3\x28"]:
+        conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+        conn.putrequest("GET", "/")
+        conn.putheader(b"Authorization", value)
+        conn.endheaders()
+        status = conn.getresponse().status
+        conn.close()
+        assert status in (400, 401, 431), (value[:20], status)
+    # the VM is alive and still serving
+    assert proxy.get("/", auth=("john", "doe")).status_code == 200
+    assert "panicked" not in proxy.log()
