@@ -89,14 +89,14 @@ impl RootContext for Root {
         let plan = match Plan::parse(&bytes) {
             Ok(p) => p,
             Err(e) => {
-                log(LogLevel::Critical, &format!("oidc: {e}"));
+                log(LogLevel::Critical, &format!("{e}"));
                 return false;
             }
         };
         log(
             LogLevel::Info,
             &format!(
-                "oidc: configured issuer={} auth_methods={:?} token_endpoint_auth_method={} cluster={}",
+                "configured issuer={} auth_methods={:?} token_endpoint_auth_method={} cluster={}",
                 plan.issuer,
                 plan.auth_methods.iter().map(|m| m.name()).collect::<Vec<_>>(),
                 plan.token_auth.name(),
@@ -169,7 +169,7 @@ impl Root {
                     }
                 }
                 Err(e) => {
-                    log(LogLevel::Warn, &format!("oidc: shared discovery document is unusable: {e}"));
+                    log(LogLevel::Warn, &format!("shared discovery document is unusable: {e}"));
                     return true;
                 }
             }
@@ -217,7 +217,7 @@ impl Root {
         match dispatch(&req) {
             Ok(token) => doc.inflight = Some((token, lease, now)),
             Err(e) => {
-                log(LogLevel::Warn, &format!("oidc: {e}"));
+                log(LogLevel::Warn, &format!("{e}"));
                 let _ = hostcalls::set_shared_data(&doc.lease_key, Some(&lease.failed(now).encode()), None);
             }
         }
@@ -241,14 +241,14 @@ impl Root {
             Ok(()) => {
                 let _ = hostcalls::set_shared_data(&doc.key, Some(&Record::encode(now, body)), None);
                 let _ = hostcalls::set_shared_data(&doc.lease_key, Some(&lease.succeeded(now).encode()), None);
-                log(LogLevel::Info, &format!("oidc: fetched {purpose:?} from {}", worker.plan.issuer));
+                log(LogLevel::Info, &format!("fetched {purpose:?} from {}", worker.plan.issuer));
                 self.sync();
             }
             Err(e) => {
                 let next = lease.failed(now);
                 log(
                     LogLevel::Warn,
-                    &format!("oidc: {purpose:?} fetch failed: {e}; retrying in {} ms", next.until_ms - now),
+                    &format!("{purpose:?} fetch failed: {e}; retrying in {} ms", next.until_ms - now),
                 );
                 let _ = hostcalls::set_shared_data(&doc.lease_key, Some(&next.encode()), None);
             }

@@ -164,7 +164,7 @@ impl Worker {
                     Action::Pause
                 }
                 Err(e) => {
-                    log(LogLevel::Error, &format!("oidc: cannot call the IdP ({req:?}): {e}"));
+                    log(LogLevel::Error, &format!("cannot call the IdP ({req:?}): {e}"));
                     self.deny(&Error::IdpUnavailable("the IdP cluster is not available"));
                     Action::Pause
                 }
@@ -181,7 +181,7 @@ impl Worker {
             401 | 403 => LogLevel::Info,
             _ => LogLevel::Warn,
         };
-        log(level, &format!("oidc: {} {}: {}", e.status(), e.code(), e.description()));
+        log(level, &format!("{} {}: {}", e.status(), e.code(), e.description()));
         let reply = e.reply(&self.plan);
         let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let _ = hostcalls::send_http_response(u32::from(reply.status), headers, Some(&reply.body));
