@@ -197,16 +197,8 @@ impl Plan {
         if text.trim().is_empty() {
             return err("the configuration is empty (`issuer` and `idp_cluster` are required)");
         }
-        let de = serde_yaml_ng::Deserializer::from_str(text);
-        let raw: Raw = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
-            if path == "." || path.is_empty() {
-                ConfigError(inner)
-            } else {
-                ConfigError(format!("`{path}`: {inner}"))
-            }
-        })?;
+        // serde_yaml_ng errors start with the path of the offending key (`timeout: invalid type…`).
+        let raw: Raw = serde_yaml_ng::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
         Plan::from_raw(raw)
     }
 
