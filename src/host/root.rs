@@ -89,7 +89,7 @@ impl RootContext for Root {
         let plan = match Plan::parse(&bytes) {
             Ok(p) => p,
             Err(e) => {
-                log(LogLevel::Critical, &format!("{e}"));
+                log(LogLevel::Critical, &e.to_string());
                 return false;
             }
         };
@@ -217,7 +217,7 @@ impl Root {
         match dispatch(&req) {
             Ok(token) => doc.inflight = Some((token, lease, now)),
             Err(e) => {
-                log(LogLevel::Warn, &format!("{e}"));
+                log(LogLevel::Warn, &e);
                 let _ = hostcalls::set_shared_data(&doc.lease_key, Some(&lease.failed(now).encode()), None);
             }
         }
