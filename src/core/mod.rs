@@ -4,6 +4,7 @@
 //! decisions come out (forward, deny, "send this request to the IdP"). The host adapter in
 //! [`crate::host`] carries them out. Everything here is tested natively with `cargo test`.
 
+pub mod claims;
 pub mod client_auth;
 pub mod config;
 pub mod credentials;
@@ -12,5 +13,6 @@ pub mod error;
 pub mod flow;
 pub mod grants;
 pub mod idp;
+pub mod jwt;
 pub mod reply;
 pub mod token_cache;

@@ -16,7 +16,19 @@
 //   MTLS_ALIAS_BASE     base URL for mtls_endpoint_aliases (overrides the above;
 //                       default: the issuer itself, i.e. aliases equal the plain endpoints)
 //   JWT_ACCESS_TOKENS=1 enable resourceIndicators; access tokens become JWTs for
-//                       resource JWT_AUDIENCE (default https://api.example.test)
+//                       resource JWT_AUDIENCE (default https://api.example.com)
+//   SIGNING_KEY         PKI file of the ID token / JWT access token signing key
+//                       (default idp.key; gen.sh also makes idp2.key and idp-ec.key)
+//   SIGNING_KID         its JWKS kid (default idp-sig-1)
+//   SIGNING_ALG         RS256 (default), PS256 (RSA key) or ES256 (EC P-256 key)
+//
+// Password grant (ours): extra parameters `token_format` (jwt | opaque; default
+// jwt when JWT_ACCESS_TOKENS=1, else opaque) and `audience` (space separated;
+// implies jwt; default JWT_AUDIENCE).  JWT access tokens carry iss, sub, aud,
+// exp, iat, jti, scope (all granted scopes), client_id, groups, roles,
+// realm_access.roles and cnf.x5t#S256 when certificate-bound; introspection of
+// opaque tokens carries the same groups/roles/realm_access claims.
+// GET /me accepts the JWT access tokens too (verified here, cnf enforced).
 //
 // Prints "IDP READY <issuer>" on stdout when listening.  Logs one line per
 // request (method, path without query, client cert subject, status) and never
@@ -28,6 +40,7 @@ import * as https from 'node:https';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import * as jose from 'jose';
 import Provider, { errors } from 'oidc-provider';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -40,7 +53,11 @@ const MTLS_PORT = process.env.IDP_MTLS_PORT ? Number(process.env.IDP_MTLS_PORT) 
 const MTLS_ALIAS_BASE = (process.env.MTLS_ALIAS_BASE
   || (MTLS_PORT ? `https://localhost:${MTLS_PORT}` : ISSUER)).replace(/\/$/, '');
 const JWT_ACCESS_TOKENS = process.env.JWT_ACCESS_TOKENS === '1';
-const JWT_AUDIENCE = process.env.JWT_AUDIENCE || 'https://api.example.test';
+const JWT_AUDIENCE = process.env.JWT_AUDIENCE || 'https://api.example.com';
+const SIGNING_KEY = process.env.SIGNING_KEY || 'idp.key';
+const SIGNING_KID = process.env.SIGNING_KID || 'idp-sig-1';
+const SIGNING_ALG = process.env.SIGNING_ALG || 'RS256';
+if (!['RS256', 'PS256', 'ES256'].includes(SIGNING_ALG)) throw new Error(`SIGNING_ALG ${SIGNING_ALG} not supported`);
 
 const list = (v) => (v || '').split(',').map((s) => s.trim()).filter(Boolean);
 const pki = (name) => fs.readFileSync(path.join(PKI_DIR, name));
@@ -53,12 +70,14 @@ const USERS = {
     password: 'doe',
     claims: {
       sub: 'john', name: 'John Doe', email: 'john@example.com', email_verified: true, groups: ['admins', 'users'],
+      roles: ['reader', 'writer'],
     },
   },
   jane: {
     password: 'secret2',
     claims: {
       sub: 'jane', name: 'Jane Roe', email: 'jane@example.com', email_verified: true, groups: ['users'],
+      roles: ['reader'],
     },
   },
 };
@@ -70,6 +89,18 @@ function checkPassword(username, password) {
   const b = Buffer.from(password);
   if (a.length !== b.length || !crypto.timingSafeEqual(a, b)) return undefined;
   return username;
+}
+
+// Claims added to access tokens (JWT payload, and the introspection answer of
+// opaque tokens) of a user.
+function accessTokenClaims(accountId) {
+  const user = accountId && Object.prototype.hasOwnProperty.call(USERS, accountId) ? USERS[accountId] : undefined;
+  if (!user) return undefined;
+  return {
+    groups: [...user.claims.groups],
+    roles: [...user.claims.roles],
+    realm_access: { roles: [...user.claims.roles] },
+  };
 }
 
 async function findAccount(ctx, sub) {
@@ -84,9 +115,11 @@ async function findAccount(ctx, sub) {
 // ---------------------------------------------------------------------------
 // Keys & clients
 // ---------------------------------------------------------------------------
+const signingKey = crypto.createPrivateKey(pki(SIGNING_KEY));
+const signingPublicKey = crypto.createPublicKey(signingKey);
 const signingJwk = {
-  ...crypto.createPrivateKey(pki('idp.key')).export({ format: 'jwk' }),
-  kid: 'idp-sig-1', use: 'sig', alg: 'RS256',
+  ...signingKey.export({ format: 'jwk' }),
+  kid: SIGNING_KID, use: 'sig', alg: SIGNING_ALG,
 };
 
 const pkjwtJwk = {
@@ -232,12 +265,19 @@ const configuration = {
   ],
   claims: {
     openid: ['sub'],
-    profile: ['name', 'groups'],
+    profile: ['name', 'groups', 'roles'],
     email: ['email', 'email_verified'],
   },
   // RFC 8705 section 5: oidc-provider does not generate this itself, but
   // static discovery members can be added through `discovery`.
   discovery: { mtls_endpoint_aliases: mtlsAliases },
+  clientDefaults: {
+    grant_types: ['authorization_code'],
+    id_token_signed_response_alg: SIGNING_ALG,
+    response_types: ['code'],
+    token_endpoint_auth_method: 'client_secret_basic',
+  },
+  extraTokenClaims: async (ctx, token) => accessTokenClaims(token.accountId),
   ttl: {
     AccessToken: ACCESS_TOKEN_TTL,
     ClientCredentials: ACCESS_TOKEN_TTL,
@@ -262,7 +302,7 @@ const configuration = {
       grant = new Grant({ clientId: ctx.oidc.client.clientId, accountId: ctx.oidc.session.accountId });
     }
     grant.addOIDCScope(SCOPES.join(' '));
-    grant.addOIDCClaims(['sub', 'name', 'email', 'email_verified', 'groups']);
+    grant.addOIDCClaims(['sub', 'name', 'email', 'email_verified', 'groups', 'roles']);
     if (JWT_ACCESS_TOKENS) grant.addResourceScope(JWT_AUDIENCE, 'api:read api:write');
     await grant.save();
     return grant;
@@ -299,7 +339,7 @@ const configuration = {
         audience: JWT_AUDIENCE,
         accessTokenTTL: ACCESS_TOKEN_TTL,
         accessTokenFormat: 'jwt',
-        jwt: { sign: { alg: 'RS256' } },
+        jwt: { sign: { alg: SIGNING_ALG } },
       }),
     },
   },
@@ -338,7 +378,7 @@ async function passwordGrant(ctx) {
 
   const grant = new Grant({ accountId, clientId: client.clientId });
   grant.addOIDCScope(requested.join(' '));
-  grant.addOIDCClaims(['sub', 'name', 'email', 'email_verified', 'groups']);
+  grant.addOIDCClaims(['sub', 'name', 'email', 'email_verified', 'groups', 'roles']);
   const grantId = await grant.save();
   ctx.oidc.entity('Grant', grant);
 
@@ -347,11 +387,22 @@ async function passwordGrant(ctx) {
     accountId, client, grantId, gty: 'password', scope,
   });
   if (cert) at.setThumbprint('x5t', cert);
-  if (JWT_ACCESS_TOKENS) {
-    // JWT access token for the (single) configured resource server
-    const info = await configuration.features.resourceIndicators.getResourceServerInfo();
-    at.resourceServer = new op.ResourceServer(JWT_AUDIENCE, info);
-    at.scope = requested.filter((s) => info.scope.split(' ').includes(s)).join(' ') || undefined;
+  const format = params.token_format || (params.audience || JWT_ACCESS_TOKENS ? 'jwt' : 'opaque');
+  if (!['jwt', 'opaque'].includes(format)) throw new errors.InvalidRequest('token_format must be jwt or opaque');
+  if (format === 'jwt') {
+    // JWT access token for the resource server(s) named by `audience`; it
+    // carries every granted scope (this grant is ours, so it decides).
+    const audiences = (params.audience || JWT_AUDIENCE).split(' ').filter(Boolean);
+    const info = {
+      scope: SCOPES.join(' '),
+      audience: audiences[0],
+      accessTokenTTL: ACCESS_TOKEN_TTL,
+      accessTokenFormat: 'jwt',
+      jwt: { sign: { alg: SIGNING_ALG } },
+    };
+    at.resourceServer = new op.ResourceServer(audiences[0], info);
+    if (audiences.length > 1) at.aud = audiences;
+    at.scope = scope || undefined;
   }
   ctx.oidc.entity('AccessToken', at);
   const accessToken = await at.save();
@@ -389,7 +440,7 @@ async function passwordGrant(ctx) {
   };
 }
 
-provider.registerGrantType('password', passwordGrant, ['username', 'password', 'scope']);
+provider.registerGrantType('password', passwordGrant, ['username', 'password', 'scope', 'token_format', 'audience']);
 
 // ---------------------------------------------------------------------------
 // Interaction (login) pages
@@ -451,12 +502,51 @@ async function handleInteraction(req, res, url) {
       accountId: details.session.accountId, clientId: params.client_id,
     });
     grant.addOIDCScope(SCOPES.join(' '));
-    grant.addOIDCClaims(['sub', 'name', 'email', 'email_verified', 'groups']);
+    grant.addOIDCClaims(['sub', 'name', 'email', 'email_verified', 'groups', 'roles']);
     const grantId = await grant.save();
     return provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
   } catch (err) {
     return send(res, 400, `interaction error: ${escapeHtml(err.message)}`, 'text/plain');
   }
+}
+
+// ---------------------------------------------------------------------------
+// Userinfo for JWT access tokens (oidc-provider only knows its opaque ones)
+// ---------------------------------------------------------------------------
+function sendJson(res, status, body, extraHeaders = {}) {
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...extraHeaders });
+  res.end(JSON.stringify(body));
+}
+
+async function jwtUserinfo(req, res, token) {
+  const invalid = (desc) => sendJson(res, 401, { error: 'invalid_token', error_description: desc }, {
+    'www-authenticate': `Bearer realm="${ISSUER}", error="invalid_token", error_description="${desc}"`,
+  });
+  let payload;
+  try {
+    ({ payload } = await jose.jwtVerify(token, signingPublicKey, {
+      issuer: ISSUER, algorithms: [SIGNING_ALG], typ: 'at+jwt',
+    }));
+  } catch (err) {
+    return invalid('invalid token provided');
+  }
+  const bound = payload.cnf && payload.cnf['x5t#S256'];
+  if (bound) {
+    const sock = req.socket;
+    const cert = typeof sock.getPeerCertificate === 'function' ? sock.getPeerCertificate() : undefined;
+    const x5t = cert && cert.raw ? crypto.createHash('sha256').update(cert.raw).digest('base64url') : undefined;
+    if (x5t !== bound) return invalid('failed x5t#S256 verification');
+  }
+  const user = Object.prototype.hasOwnProperty.call(USERS, payload.sub) ? USERS[payload.sub] : undefined;
+  if (!user) return invalid('invalid token provided');
+  return sendJson(res, 200, {
+    sub: payload.sub,
+    name: user.claims.name,
+    email: user.claims.email,
+    email_verified: user.claims.email_verified,
+    groups: [...user.claims.groups],
+    roles: [...user.claims.roles],
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -480,6 +570,13 @@ function handler(req, res) {
   if (url.pathname.startsWith('/interaction/')) {
     handleInteraction(req, res, url);
     return;
+  }
+  if (url.pathname === '/me' && (req.method === 'GET' || req.method === 'POST')) {
+    const m = /^Bearer\s+([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)\s*$/i.exec(req.headers.authorization || '');
+    if (m) {
+      jwtUserinfo(req, res, m[1]).catch((err) => sendJson(res, 500, { error: 'server_error', error_description: String(err) }));
+      return;
+    }
   }
   callback(req, res);
 }

@@ -16,6 +16,8 @@
 #   downstream.crt downstream.key    CA-signed client cert CN=alice
 #   downstream2.crt downstream2.key  CA-signed client cert CN=mallory
 #   pkjwt.key                        RSA 2048 PKCS#8 key for private_key_jwt (the IdP derives the JWK)
+#   idp2.key                         RSA 2048 PKCS#8: the IdP's next signing key (SIGNING_KEY=idp2.key, rotation)
+#   idp-ec.key                       EC P-256 PKCS#8: IdP signing key for SIGNING_ALG=ES256
 set -euo pipefail
 
 DIR="${1:?usage: $0 DIR}"
@@ -24,7 +26,7 @@ cd "$DIR"
 
 FILES=(ca.crt ca.key idp.crt idp.key client.crt client.key other.crt other.key
        selfsigned.crt selfsigned.key downstream.crt downstream.key
-       downstream2.crt downstream2.key pkjwt.key)
+       downstream2.crt downstream2.key pkjwt.key idp2.key idp-ec.key)
 
 if [[ "${FORCE:-0}" != 1 ]]; then
   complete=1
@@ -91,6 +93,10 @@ openssl req -x509 -new -key selfsigned.key -sha256 -days "$DAYS" \
 
 # --- private_key_jwt key ------------------------------------------------------
 newkey pkjwt.key
+
+# --- the IdP's other signing keys (JWKS rotation, ES256) -----------------------
+newkey idp2.key
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out idp-ec.key 2>/dev/null
 
 chmod 600 ./*.key
 chmod 644 ./*.crt

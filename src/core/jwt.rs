@@ -1,0 +1,342 @@
+//! JWT access tokens: the IdP's key set and signature and claim verification.
+//!
+//! Keys come from the JWKS and are chosen by `kid` (never by trying every key). Only
+//! asymmetric algorithms are accepted — RS256/384/512, PS256/384/512, ES256/384, EdDSA —
+//! so `alg: none` and HMAC signed with a public key are refused before any key is touched.
+//! `iss` must be the configured issuer, `exp` is required, `exp`/`nbf`/`iat` are checked with
+//! `leeway`. Verification itself is `jwt-simple`'s.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use jwt_simple::algorithms::{
+    ECDSAP256PublicKeyLike, ECDSAP384PublicKeyLike, ES256PublicKey, ES384PublicKey, EdDSAPublicKeyLike,
+    Ed25519PublicKey, PS256PublicKey, PS384PublicKey, PS512PublicKey, RS256PublicKey, RS384PublicKey,
+    RS512PublicKey, RSAPublicKeyLike,
+};
+use jwt_simple::claims::NoCustomClaims;
+use jwt_simple::common::VerificationOptions;
+use jwt_simple::prelude::Duration;
+use serde::Deserialize;
+
+use crate::core::claims::Claims;
+
+/// Why a token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtError {
+    /// Not three base64url parts with a JSON header and payload.
+    Malformed,
+    /// `none`, HMAC or an unknown algorithm.
+    AlgorithmRefused,
+    /// No key with this `kid` (a JWKS refresh may help).
+    UnknownKey,
+    /// The key exists but cannot verify this algorithm.
+    KeyMismatch,
+    /// Signature, issuer or time checks failed.
+    Invalid,
+    /// `exp` missing.
+    NoExpiry,
+}
+
+impl JwtError {
+    pub fn describe(self) -> &'static str {
+        match self {
+            JwtError::Malformed => "the token is not a well-formed JWT",
+            JwtError::AlgorithmRefused => "the token's signing algorithm is not accepted",
+            JwtError::UnknownKey => "the token is signed with an unknown key",
+            JwtError::KeyMismatch => "the token's algorithm does not match its key",
+            JwtError::Invalid => "the token's signature, issuer or lifetime is invalid",
+            JwtError::NoExpiry => "the token has no expiry",
+        }
+    }
+}
+
+/// A verifying key for one algorithm.
+enum Verifier {
+    Rs256(RS256PublicKey),
+    Rs384(RS384PublicKey),
+    Rs512(RS512PublicKey),
+    Ps256(PS256PublicKey),
+    Ps384(PS384PublicKey),
+    Ps512(PS512PublicKey),
+    Es256(ES256PublicKey),
+    Es384(ES384PublicKey),
+    EdDsa(Ed25519PublicKey),
+}
+
+impl Verifier {
+    fn verify(&self, token: &str, opts: VerificationOptions) -> bool {
+        let o = Some(opts);
+        match self {
+            Verifier::Rs256(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
+            Verifier::Rs384(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
+            Verifier::Rs512(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
+            Verifier::Ps256(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
+            Verifier::Ps384(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
+            Verifier::Ps512(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
+            Verifier::Es256(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
+            Verifier::Es384(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
+            Verifier::EdDsa(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
+        }
+    }
+}
+
+const ASYMMETRIC: [&str; 9] = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
+
+#[derive(Deserialize)]
+struct RawJwks {
+    keys: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct RawJwk {
+    kty: String,
+    kid: Option<String>,
+    alg: Option<String>,
+    #[serde(rename = "use")]
+    use_: Option<String>,
+    n: Option<String>,
+    e: Option<String>,
+    crv: Option<String>,
+    x: Option<String>,
+    y: Option<String>,
+}
+
+fn b64(s: &Option<String>) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s.as_deref()?.trim_end_matches('=')).ok()
+}
+
+/// The IdP's verification keys, by `kid` and algorithm.
+#[derive(Default)]
+pub struct KeySet {
+    /// (kid, alg) → key. Keys without `kid` are stored under the empty kid.
+    keys: HashMap<(String, &'static str), Verifier>,
+    count: usize,
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeySet({} keys)", self.count)
+    }
+}
+
+impl KeySet {
+    /// Parses a JWKS. Keys that are not for signatures, or not understood, are skipped.
+    pub fn parse(body: &[u8]) -> Result<KeySet, String> {
+        let raw: RawJwks = serde_json::from_slice(body).map_err(|_| "JWKS is not a JSON key set".to_string())?;
+        let mut set = KeySet::default();
+        for v in raw.keys {
+            let Ok(k) = serde_json::from_value::<RawJwk>(v) else { continue };
+            if k.use_.as_deref().is_some_and(|u| u != "sig") {
+                continue;
+            }
+            let kid = k.kid.clone().unwrap_or_default();
+            let mut added = false;
+            for alg in ASYMMETRIC {
+                if k.alg.as_deref().is_some_and(|a| a != alg) {
+                    continue;
+                }
+                if let Some(v) = build(&k, alg) {
+                    set.keys.insert((kid.clone(), alg), v);
+                    added = true;
+                }
+            }
+            set.count += usize::from(added);
+        }
+        Ok(set)
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Verifies `token` and returns its claims.
+    pub fn verify(&self, token: &str, issuer: &str, leeway_secs: u64, now_secs: u64) -> Result<Claims, JwtError> {
+        let header = decode_part(token, 0)?;
+        let alg = header.get("alg").and_then(|a| a.as_str()).ok_or(JwtError::Malformed)?;
+        let alg = *ASYMMETRIC.iter().find(|a| **a == alg).ok_or(JwtError::AlgorithmRefused)?;
+        let kid = header.get("kid").and_then(|k| k.as_str()).unwrap_or("");
+        let key = match self.keys.get(&(kid.to_string(), alg)) {
+            Some(k) => k,
+            None if self.keys.keys().any(|(k, _)| k == kid) => return Err(JwtError::KeyMismatch),
+            None => return Err(JwtError::UnknownKey),
+        };
+        let claims = decode_part(token, 1)?;
+        if !claims.get("exp").is_some_and(|e| e.is_number()) {
+            return Err(JwtError::NoExpiry);
+        }
+        let opts = VerificationOptions {
+            time_tolerance: Some(Duration::from_secs(leeway_secs)),
+            artificial_time: Some(Duration::from_secs(now_secs)),
+            allowed_issuers: Some(std::iter::once(issuer.to_string()).collect()),
+            ..Default::default()
+        };
+        if !key.verify(token, opts) {
+            return Err(JwtError::Invalid);
+        }
+        Ok(claims)
+    }
+}
+
+fn build(k: &RawJwk, alg: &'static str) -> Option<Verifier> {
+    match (k.kty.as_str(), alg) {
+        ("RSA", _) if alg.starts_with("RS") || alg.starts_with("PS") => {
+            let (n, e) = (b64(&k.n)?, b64(&k.e)?);
+            Some(match alg {
+                "RS256" => Verifier::Rs256(RS256PublicKey::from_components(&n, &e).ok()?),
+                "RS384" => Verifier::Rs384(RS384PublicKey::from_components(&n, &e).ok()?),
+                "RS512" => Verifier::Rs512(RS512PublicKey::from_components(&n, &e).ok()?),
+                "PS256" => Verifier::Ps256(PS256PublicKey::from_components(&n, &e).ok()?),
+                "PS384" => Verifier::Ps384(PS384PublicKey::from_components(&n, &e).ok()?),
+                _ => Verifier::Ps512(PS512PublicKey::from_components(&n, &e).ok()?),
+            })
+        }
+        ("EC", "ES256") | ("EC", "ES384") => {
+            let want = if alg == "ES256" { "P-256" } else { "P-384" };
+            if k.crv.as_deref() != Some(want) {
+                return None;
+            }
+            let mut point = vec![4u8];
+            point.extend(b64(&k.x)?);
+            point.extend(b64(&k.y)?);
+            Some(if alg == "ES256" {
+                Verifier::Es256(ES256PublicKey::from_bytes(&point).ok()?)
+            } else {
+                Verifier::Es384(ES384PublicKey::from_bytes(&point).ok()?)
+            })
+        }
+        ("OKP", "EdDSA") if k.crv.as_deref() == Some("Ed25519") => {
+            Some(Verifier::EdDsa(Ed25519PublicKey::from_bytes(&b64(&k.x)?).ok()?))
+        }
+        _ => None,
+    }
+}
+
+/// Decodes part `i` (0 header, 1 payload) of a compact JWS as a JSON object.
+fn decode_part(token: &str, i: usize) -> Result<Claims, JwtError> {
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(JwtError::Malformed);
+    };
+    let part = if i == 0 { h } else { p };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).map_err(|_| JwtError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed)
+}
+
+/// Whether a bearer token looks like a JWS (three base64url parts); opaque tokens go to
+/// introspection or userinfo instead.
+pub fn looks_like_jwt(token: &str) -> bool {
+    token.split('.').count() == 3 && decode_part(token, 0).is_ok()
+}
+
+/// Claims of a JWT that came straight from the IdP's token endpoint over TLS (not verified:
+/// used only to authorize and to fill upstream headers).
+pub fn unverified_claims(token: &str) -> Option<Claims> {
+    decode_part(token, 1).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jwt_simple::prelude::*;
+
+    const ISS: &str = "https://idp.example.com";
+
+    fn now() -> u64 {
+        1_800_000_000
+    }
+
+    fn claims(exp_in: i64) -> JWTClaims<serde_json::Value> {
+        let mut c = jwt_simple::prelude::Claims::with_custom_claims(serde_json::json!({"scope": "api:read"}), jwt_simple::prelude::Duration::from_secs(60));
+        c.issued_at = Some(jwt_simple::prelude::Duration::from_secs(now()));
+        c.invalid_before = None;
+        c.expires_at = Some(jwt_simple::prelude::Duration::from_secs((now() as i64 + exp_in) as u64));
+        c.issuer = Some(ISS.into());
+        c
+    }
+
+    fn rsa_jwks(kp: &RS256KeyPair, kid: &str) -> Vec<u8> {
+        let c = kp.public_key().to_components();
+        let b = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        serde_json::json!({"keys": [
+            {"kty": "RSA", "kid": kid, "use": "sig", "n": b(&c.n), "e": b(&c.e)},
+            {"kty": "RSA", "kid": "enc", "use": "enc", "n": b(&c.n), "e": b(&c.e)},
+            {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"}
+        ]})
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn rs256_by_kid() {
+        let kp = RS256KeyPair::generate(2048).unwrap().with_key_id("k1");
+        let set = KeySet::parse(&rsa_jwks(&kp, "k1")).unwrap();
+        assert_eq!(set.len(), 1);
+        let token = kp.sign(claims(300)).unwrap();
+        let c = set.verify(&token, ISS, 0, now()).unwrap();
+        assert_eq!(c["scope"], "api:read");
+        assert_eq!(set.verify(&token, "https://other", 0, now()), Err(JwtError::Invalid));
+        assert_eq!(set.verify(&token, ISS, 0, now() + 301), Err(JwtError::Invalid));
+        assert!(set.verify(&token, ISS, 10, now() + 305).is_ok(), "leeway");
+        // unknown kid
+        let other = RS256KeyPair::generate(2048).unwrap().with_key_id("k2");
+        assert_eq!(set.verify(&other.sign(claims(300)).unwrap(), ISS, 0, now()), Err(JwtError::UnknownKey));
+        // same kid, other key: bad signature
+        let forged = RS256KeyPair::generate(2048).unwrap().with_key_id("k1");
+        assert_eq!(set.verify(&forged.sign(claims(300)).unwrap(), ISS, 0, now()), Err(JwtError::Invalid));
+    }
+
+    #[test]
+    fn none_and_hmac_are_refused() {
+        let kp = RS256KeyPair::generate(2048).unwrap().with_key_id("k1");
+        let set = KeySet::parse(&rsa_jwks(&kp, "k1")).unwrap();
+        let b = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let payload = b(&format!(r#"{{"iss":"{ISS}","exp":{}}}"#, now() + 60));
+        let none = format!("{}.{}.", b(r#"{"alg":"none","kid":"k1"}"#), payload);
+        assert_eq!(set.verify(&none, ISS, 0, now()), Err(JwtError::AlgorithmRefused));
+        let pem = kp.public_key().to_pem().unwrap();
+        let hs = HS256Key::from_bytes(pem.as_bytes()).with_key_id("k1");
+        let confused = hs.authenticate(claims(60)).unwrap();
+        assert_eq!(set.verify(&confused, ISS, 0, now()), Err(JwtError::AlgorithmRefused));
+        assert_eq!(set.verify("a.b", ISS, 0, now()), Err(JwtError::Malformed));
+        assert_eq!(set.verify("!!.!!.!!", ISS, 0, now()), Err(JwtError::Malformed));
+    }
+
+    #[test]
+    fn exp_is_required_and_alg_must_match_key() {
+        let kp = RS256KeyPair::generate(2048).unwrap().with_key_id("k1");
+        let set = KeySet::parse(&rsa_jwks(&kp, "k1")).unwrap();
+        let mut c = claims(60);
+        c.expires_at = None;
+        assert_eq!(set.verify(&kp.sign(c).unwrap(), ISS, 0, now()), Err(JwtError::NoExpiry));
+        let es = ES256KeyPair::generate().with_key_id("k1");
+        assert_eq!(set.verify(&es.sign(claims(60)).unwrap(), ISS, 0, now()), Err(JwtError::KeyMismatch));
+    }
+
+    #[test]
+    fn es256_and_eddsa() {
+        let es = ES256KeyPair::generate().with_key_id("ec");
+        let pk = es.public_key().public_key().to_bytes_uncompressed();
+        let b = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let ed = Ed25519KeyPair::generate().with_key_id("ed");
+        let jwks = serde_json::json!({"keys": [
+            {"kty": "EC", "kid": "ec", "crv": "P-256", "x": b(&pk[1..33]), "y": b(&pk[33..])},
+            {"kty": "OKP", "kid": "ed", "crv": "Ed25519", "x": b(&ed.public_key().to_bytes())}
+        ]});
+        let set = KeySet::parse(jwks.to_string().as_bytes()).unwrap();
+        assert_eq!(set.len(), 2);
+        assert!(set.verify(&es.sign(claims(60)).unwrap(), ISS, 0, now()).is_ok());
+        assert!(set.verify(&ed.sign(claims(60)).unwrap(), ISS, 0, now()).is_ok());
+    }
+
+    #[test]
+    fn jwt_shape() {
+        assert!(!looks_like_jwt("opaque-token"));
+        assert!(!looks_like_jwt("a.b.c"));
+        assert!(looks_like_jwt("eyJhbGciOiJSUzI1NiJ9.e30.sig"));
+    }
+}
