@@ -17,8 +17,10 @@ use jwt_simple::algorithms::{
 use jwt_simple::claims::{Audiences, JWTClaims, NoCustomClaims};
 use jwt_simple::prelude::Duration;
 
-use crate::core::config::{Client, ConfigError};
+use crate::core::config::{Client, ConfigError, Plan};
+use crate::core::discovery::{Metadata, Which};
 use crate::core::error::Error;
+use crate::core::idp::{IdpRequest, Purpose};
 
 /// How the filter authenticates itself as an OAuth client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,6 +231,59 @@ pub fn authenticate(
         }
     }
     Ok(c)
+}
+
+/// A form POST to the IdP endpoint `which`, authenticated with `auth` (routed through the
+/// mTLS cluster and alias for TLS methods), carrying `params`.
+#[allow(clippy::too_many_arguments)]
+pub fn post(
+    plan: &Plan,
+    meta: &Metadata,
+    which: Which,
+    auth: ClientAuth,
+    purpose: Purpose,
+    params: &[(&str, &str)],
+    now_secs: u64,
+    jti: &str,
+) -> Result<IdpRequest, Error> {
+    let (cluster, endpoint) = meta.route(plan, which, auth).ok_or(Error::EndpointMissing(which.name()))?;
+    // The audience of a client assertion is the plain token endpoint (RFC 7523 section 3).
+    let audience = meta.token_endpoint.as_ref().map(|e| e.url.as_str()).unwrap_or(&endpoint.url);
+    let creds = authenticate(auth, &plan.client, audience, now_secs, jti)?;
+    Ok(form_post(purpose, cluster, endpoint, plan.timeout_ms, params, creds))
+}
+
+/// A form POST with the given credentials.
+pub fn form_post(
+    purpose: Purpose,
+    cluster: &str,
+    endpoint: &crate::core::idp::Endpoint,
+    timeout_ms: u64,
+    params: &[(&str, &str)],
+    creds: Credentials,
+) -> IdpRequest {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        form.append_pair(k, v);
+    }
+    for (k, v) in &creds.form {
+        form.append_pair(k, v);
+    }
+    let mut headers = vec![
+        ("content-type".to_string(), "application/x-www-form-urlencoded".to_string()),
+        ("accept".to_string(), "application/json".to_string()),
+    ];
+    headers.extend(creds.headers);
+    IdpRequest {
+        purpose,
+        cluster: cluster.to_string(),
+        method: "POST",
+        authority: endpoint.authority.clone(),
+        path: endpoint.path.clone(),
+        headers,
+        body: form.finish().into_bytes(),
+        timeout_ms,
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use crate::core::claims::Rule;
 use crate::core::client_auth::{ClientAuth, Signer};
 use crate::core::idp::Endpoint;
 
@@ -55,7 +56,19 @@ impl AuthMethod {
     }
 
     /// Methods this build implements.
-    pub const SUPPORTED: [AuthMethod; 2] = [AuthMethod::Password, AuthMethod::ClientCredentials];
+    pub const SUPPORTED: [AuthMethod; 6] = [
+        AuthMethod::Bearer,
+        AuthMethod::Introspection,
+        AuthMethod::Userinfo,
+        AuthMethod::RefreshToken,
+        AuthMethod::Password,
+        AuthMethod::ClientCredentials,
+    ];
+
+    /// Methods whose credential is a bearer access token.
+    pub fn takes_bearer(self) -> bool {
+        matches!(self, AuthMethod::Bearer | AuthMethod::Introspection | AuthMethod::Userinfo)
+    }
 }
 
 /// How the access token is handed upstream (`upstream_access_token_header`).
@@ -123,6 +136,50 @@ pub struct MtlsOverrides {
     pub revocation: Option<Endpoint>,
 }
 
+/// Where bearer tokens are read from (`bearer_token_param_type`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BearerSources {
+    pub header: bool,
+    /// Query argument `access_token`.
+    pub query: bool,
+    /// `bearer_token_cookie_name`.
+    pub cookie: Option<String>,
+}
+
+/// RFC 8705 section 3 certificate-bound access tokens (`proof_of_possession_mtls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pop {
+    Off,
+    Strict,
+    Optional,
+}
+
+/// Headers the filter sets upstream (and removes when a client sends them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamHeaders {
+    pub access_token: Option<TokenHeader>,
+    pub id_token: Option<TokenHeader>,
+    /// Base64 of the userinfo JSON.
+    pub user_info: Option<String>,
+    /// Base64 of the introspection JSON.
+    pub introspection: Option<String>,
+    /// (claim, header) pairs from `upstream_headers_claims` / `upstream_headers_names`.
+    pub claims: Vec<(String, String)>,
+}
+
+impl UpstreamHeaders {
+    /// Every header name the filter owns upstream.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.access_token
+            .iter()
+            .chain(self.id_token.iter())
+            .map(|h| h.name.as_str())
+            .chain(self.user_info.iter().map(String::as_str))
+            .chain(self.introspection.iter().map(String::as_str))
+            .chain(self.claims.iter().map(|(_, h)| h.as_str()))
+    }
+}
+
 /// The validated, immutable configuration.
 #[derive(Debug)]
 pub struct Plan {
@@ -142,7 +199,20 @@ pub struct Plan {
     pub scope: String,
     pub timeout_ms: u64,
     pub cache_tokens: bool,
-    pub upstream_access_token_header: Option<TokenHeader>,
+    pub upstream: UpstreamHeaders,
+    pub bearer: BearerSources,
+    /// Seconds of tolerance on `exp`, `nbf`, `iat`.
+    pub leeway: u64,
+    /// Non-empty `*_required` rules.
+    pub rules: Vec<Rule>,
+    pub introspection_check_active: bool,
+    pub cache_introspection: bool,
+    /// Request header that carries a refresh token (`refresh_token_param_name`).
+    pub refresh_token_header: String,
+    /// Response header for a rotated refresh token (`downstream_refresh_token_header`).
+    pub downstream_refresh_token_header: String,
+    pub hide_credentials: bool,
+    pub pop: Pop,
 }
 
 #[derive(Deserialize)]
@@ -185,6 +255,28 @@ struct Raw {
     timeout: Option<u64>,
     cache_tokens: Option<bool>,
     upstream_access_token_header: Option<String>,
+    upstream_id_token_header: Option<String>,
+    upstream_user_info_header: Option<String>,
+    upstream_introspection_header: Option<String>,
+    upstream_headers_claims: Option<Vec<String>>,
+    upstream_headers_names: Option<Vec<String>>,
+    bearer_token_param_type: Option<Vec<String>>,
+    bearer_token_cookie_name: Option<String>,
+    leeway: Option<u64>,
+    scopes_required: Option<Vec<String>>,
+    scopes_claim: Option<Vec<String>>,
+    audience_required: Option<Vec<String>>,
+    audience_claim: Option<Vec<String>>,
+    groups_required: Option<Vec<String>>,
+    groups_claim: Option<Vec<String>>,
+    roles_required: Option<Vec<String>>,
+    roles_claim: Option<Vec<String>>,
+    introspection_check_active: Option<bool>,
+    cache_introspection: Option<bool>,
+    refresh_token_param_name: Option<String>,
+    downstream_refresh_token_header: Option<String>,
+    hide_credentials: Option<bool>,
+    proof_of_possession_mtls: Option<String>,
 }
 
 /// Default IdP call timeout, as Kong's `timeout`.
@@ -312,11 +404,56 @@ impl Plan {
             return err("`timeout`: must be between 1 and 600000 milliseconds");
         }
 
-        let upstream_access_token_header = match raw.upstream_access_token_header {
-            None => Some(TokenHeader { name: "authorization".into(), bearer: true }),
-            Some(s) if s.trim().is_empty() => None,
-            Some(s) => Some(TokenHeader::parse("upstream_access_token_header", &s)?),
+        let upstream = UpstreamHeaders {
+            access_token: match raw.upstream_access_token_header {
+                None => Some(TokenHeader { name: "authorization".into(), bearer: true }),
+                Some(s) if s.trim().is_empty() => None,
+                Some(s) => Some(TokenHeader::parse("upstream_access_token_header", &s)?),
+            },
+            id_token: optional_header("upstream_id_token_header", raw.upstream_id_token_header)?,
+            user_info: optional_name("upstream_user_info_header", raw.upstream_user_info_header)?,
+            introspection: optional_name("upstream_introspection_header", raw.upstream_introspection_header)?,
+            claims: claim_headers(raw.upstream_headers_claims, raw.upstream_headers_names)?,
         };
+
+        let bearer = bearer_sources(raw.bearer_token_param_type, raw.bearer_token_cookie_name)?;
+
+        let rule = |name: &'static str, claim_key: &str, entries: Option<Vec<String>>, claim: Option<Vec<String>>, default: &[&str]| {
+            let claim = claim.unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect());
+            Rule::new(name, claim, entries.unwrap_or_default())
+                .map_err(|e| ConfigError(format!("{} (`{claim_key}`)", e.0)))
+        };
+        let rules: Vec<Rule> = [
+            rule("scopes_required", "scopes_claim", raw.scopes_required, raw.scopes_claim, &["scope"])?,
+            rule("audience_required", "audience_claim", raw.audience_required, raw.audience_claim, &["aud"])?,
+            rule("groups_required", "groups_claim", raw.groups_required, raw.groups_claim, &["groups"])?,
+            rule("roles_required", "roles_claim", raw.roles_required, raw.roles_claim, &["roles"])?,
+        ]
+        .into_iter()
+        .filter(|r| !r.any_of.is_empty())
+        .collect();
+
+        let pop = match raw.proof_of_possession_mtls.as_deref().map(str::trim) {
+            None | Some("off") => Pop::Off,
+            Some("strict") => Pop::Strict,
+            Some("optional") => Pop::Optional,
+            Some(other) => {
+                return err(format!("`proof_of_possession_mtls`: `{other}` is not one of off, strict, optional"))
+            }
+        };
+
+        let refresh_token_header = header_name(
+            "refresh_token_param_name",
+            raw.refresh_token_param_name.as_deref().unwrap_or("x-refresh-token"),
+        )?;
+        let downstream_refresh_token_header = header_name(
+            "downstream_refresh_token_header",
+            raw.downstream_refresh_token_header.as_deref().unwrap_or(&refresh_token_header),
+        )?;
+        let leeway = raw.leeway.unwrap_or(0);
+        if leeway > 3600 {
+            return err("`leeway`: at most 3600 seconds");
+        }
 
         Ok(Plan {
             issuer,
@@ -332,7 +469,16 @@ impl Plan {
             scope: scopes.join(" "),
             timeout_ms,
             cache_tokens: raw.cache_tokens.unwrap_or(true),
-            upstream_access_token_header,
+            upstream,
+            bearer,
+            leeway,
+            rules,
+            introspection_check_active: raw.introspection_check_active.unwrap_or(true),
+            cache_introspection: raw.cache_introspection.unwrap_or(true),
+            refresh_token_header,
+            downstream_refresh_token_header,
+            hide_credentials: raw.hide_credentials.unwrap_or(false),
+            pop,
         })
     }
 
@@ -340,9 +486,21 @@ impl Plan {
         self.auth_methods.contains(&method)
     }
 
-    /// `WWW-Authenticate` challenges for a 401, one per credential kind accepted.
-    pub fn challenges(&self) -> Vec<String> {
+    /// Whether any configured method takes a bearer token.
+    pub fn takes_bearer(&self) -> bool {
+        self.auth_methods.iter().any(|m| m.takes_bearer())
+    }
+
+    /// `WWW-Authenticate` challenges, one per credential kind accepted; `bearer_error` is
+    /// the RFC 6750 `error` (and description) for the Bearer challenge.
+    pub fn challenges(&self, bearer_error: Option<(&str, &str)>) -> Vec<String> {
         let mut out = Vec::new();
+        if self.takes_bearer() || bearer_error.is_some() {
+            out.push(match bearer_error {
+                Some((e, d)) => format!("Bearer realm=\"oidc\", error=\"{e}\", error_description=\"{d}\""),
+                None => "Bearer realm=\"oidc\"".to_string(),
+            });
+        }
         if self.has(AuthMethod::Password) || self.has(AuthMethod::ClientCredentials) {
             out.push("Basic realm=\"oidc\", charset=\"UTF-8\"".to_string());
         }
@@ -364,6 +522,60 @@ fn non_empty(key: &str, v: String) -> Result<String, ConfigError> {
         return err(format!("`{key}` must not be empty"));
     }
     Ok(v)
+}
+
+fn header_name(key: &str, name: &str) -> Result<String, ConfigError> {
+    let name = name.trim();
+    if name.is_empty() || !name.bytes().all(is_token_char) {
+        return err(format!("`{key}`: `{name}` is not a valid header name"));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+fn optional_name(key: &str, v: Option<String>) -> Result<Option<String>, ConfigError> {
+    v.filter(|s| !s.trim().is_empty()).map(|s| header_name(key, &s)).transpose()
+}
+
+fn optional_header(key: &str, v: Option<String>) -> Result<Option<TokenHeader>, ConfigError> {
+    v.filter(|s| !s.trim().is_empty()).map(|s| TokenHeader::parse(key, &s)).transpose()
+}
+
+fn claim_headers(claims: Option<Vec<String>>, names: Option<Vec<String>>) -> Result<Vec<(String, String)>, ConfigError> {
+    let claims = claims.unwrap_or_default();
+    let names = names.unwrap_or_default();
+    if claims.len() != names.len() {
+        return err("`upstream_headers_claims` and `upstream_headers_names` must have the same length");
+    }
+    claims
+        .into_iter()
+        .zip(names)
+        .map(|(c, n)| {
+            if c.trim().is_empty() {
+                return err("`upstream_headers_claims`: empty claim name");
+            }
+            Ok((c.trim().to_string(), header_name("upstream_headers_names", &n)?))
+        })
+        .collect()
+}
+
+fn bearer_sources(types: Option<Vec<String>>, cookie: Option<String>) -> Result<BearerSources, ConfigError> {
+    let mut out = BearerSources::default();
+    for t in types.unwrap_or_else(|| vec!["header".into()]) {
+        match t.trim() {
+            "header" => out.header = true,
+            "query" => out.query = true,
+            "cookie" => {
+                let Some(name) = cookie.as_deref().map(str::trim).filter(|c| !c.is_empty()) else {
+                    return err("`bearer_token_cookie_name` is required when `bearer_token_param_type` lists cookie");
+                };
+                out.cookie = Some(name.to_string());
+            }
+            other => {
+                return err(format!("`bearer_token_param_type`: `{other}` is not one of header, query, cookie"))
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn endpoint_opt(key: &str, v: Option<String>) -> Result<Option<Endpoint>, ConfigError> {
@@ -388,7 +600,7 @@ fn auth_methods(raw: Option<Vec<String>>) -> Result<Vec<AuthMethod>, ConfigError
             })?;
         if !AuthMethod::SUPPORTED.contains(&m) {
             return err(format!(
-                "`auth_methods`: `{name}` is not implemented in this version (available: password, client_credentials)"
+                "`auth_methods`: `{name}` is not implemented in this version (available: bearer, introspection, userinfo, refresh_token, password, client_credentials)"
             ));
         }
         if !out.contains(&m) {
@@ -427,10 +639,10 @@ mod tests {
         assert_eq!(p.timeout_ms, 10_000);
         assert!(p.cache_tokens);
         assert_eq!(p.discovery.path, "/.well-known/openid-configuration");
-        assert_eq!(
-            p.upstream_access_token_header,
-            Some(TokenHeader { name: "authorization".into(), bearer: true })
-        );
+        assert_eq!(p.upstream.access_token, Some(TokenHeader { name: "authorization".into(), bearer: true }));
+        assert_eq!(p.pop, Pop::Off);
+        assert!(p.bearer.header && !p.bearer.query && p.bearer.cookie.is_none());
+        assert_eq!(p.refresh_token_header, "x-refresh-token");
     }
 
     #[test]
@@ -488,7 +700,7 @@ mod tests {
     fn bad_values_name_the_key() {
         assert!(msg("client_id: c\nclient_auth: tls\n").contains("client_auth"));
         assert!(msg("client_id: c\nauth_methods: [pasword]\n").contains("auth_methods"));
-        assert!(msg("client_id: c\nauth_methods: [bearer]\n").contains("not implemented"));
+        assert!(msg("client_id: c\nauth_methods: [authorization_code]\n").contains("not implemented"));
         assert!(msg("client_id: c\nmtls_token_endpoint: token\n").contains("mtls_token_endpoint"));
         assert!(msg("client_id: c\nupstream_access_token_header: 'x y'\n").contains("upstream_access_token_header"));
         assert!(msg("client_id: c\nscopes: ['a b']\n").contains("scopes"));
@@ -508,9 +720,9 @@ mod tests {
     #[test]
     fn token_header_notation() {
         let p = parse("client_id: c\nupstream_access_token_header: X-Access-Token\n").unwrap();
-        assert_eq!(p.upstream_access_token_header, Some(TokenHeader { name: "x-access-token".into(), bearer: false }));
+        assert_eq!(p.upstream.access_token, Some(TokenHeader { name: "x-access-token".into(), bearer: false }));
         let p = parse("client_id: c\nupstream_access_token_header: ''\n").unwrap();
-        assert_eq!(p.upstream_access_token_header, None);
+        assert_eq!(p.upstream.access_token, None);
     }
 
     #[test]
@@ -523,6 +735,35 @@ mod tests {
     fn methods_are_tried_in_kong_order() {
         let p = parse("client_id: c\nauth_methods: [client_credentials, password]\n").unwrap();
         assert_eq!(p.auth_methods, vec![AuthMethod::Password, AuthMethod::ClientCredentials]);
+    }
+
+    #[test]
+    fn api_token_keys() {
+        let p = parse(
+            "client_id: c\nauth_methods: [bearer, introspection]\nbearer_token_param_type: [header, query, cookie]\nbearer_token_cookie_name: at\nleeway: 30\nscopes_required: ['api:read api:write', admin]\nroles_claim: [realm_access, roles]\nroles_required: [writer]\nupstream_headers_claims: [sub, email]\nupstream_headers_names: [X-User, x-email]\nupstream_user_info_header: x-userinfo\nproof_of_possession_mtls: strict\nhide_credentials: true\n",
+        )
+        .unwrap();
+        assert_eq!(p.bearer, BearerSources { header: true, query: true, cookie: Some("at".into()) });
+        assert_eq!(p.leeway, 30);
+        assert_eq!(p.rules.len(), 2);
+        assert_eq!(p.rules[1].claim, vec!["realm_access".to_string(), "roles".to_string()]);
+        assert_eq!(p.upstream.claims, vec![("sub".into(), "x-user".into()), ("email".into(), "x-email".into())]);
+        assert_eq!(p.pop, Pop::Strict);
+        assert!(p.hide_credentials);
+        let names: Vec<&str> = p.upstream.names().collect();
+        assert_eq!(names, vec!["authorization", "x-userinfo", "x-user", "x-email"]);
+        assert!(p.challenges(None)[0].starts_with("Bearer realm"));
+    }
+
+    #[test]
+    fn api_token_errors_name_the_key() {
+        assert!(msg("client_id: c\nbearer_token_param_type: [cookie]\n").contains("bearer_token_cookie_name"));
+        assert!(msg("client_id: c\nbearer_token_param_type: [body]\n").contains("bearer_token_param_type"));
+        assert!(msg("client_id: c\nupstream_headers_claims: [sub]\n").contains("upstream_headers_names"));
+        assert!(msg("client_id: c\nproof_of_possession_mtls: yes\n").contains("proof_of_possession_mtls"));
+        assert!(msg("client_id: c\nroles_claim: []\nroles_required: [a]\n").contains("roles_claim"));
+        assert!(msg("client_id: c\nscopes_required: ['']\n").contains("scopes_required"));
+        assert!(msg("client_id: c\nleeway: 99999\n").contains("leeway"));
     }
 
     #[test]

@@ -1,11 +1,86 @@
-//! Credentials the client sent with its request.
+//! Credentials the client sent with its request, and removing them before upstream.
 //!
-//! Only `Authorization: Basic` (RFC 7617) for now: the end user's name and password for the
-//! password grant, or a calling client's id and secret for the client credentials grant.
+//! `Authorization: Basic` (RFC 7617) carries the end user's name and password (password
+//! grant) or a calling client's id and secret (client credentials grant). Bearer access
+//! tokens (RFC 6750) come from `Authorization: Bearer`, the `access_token` query argument or a
+//! cookie, as `bearer_token_param_type` allows.
 
 use base64::Engine;
 
+use crate::core::config::BearerSources;
 use crate::core::error::Error;
+
+/// Where a bearer token was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Header,
+    Query,
+    Cookie,
+}
+
+/// Query argument that carries a bearer token (RFC 6750 2.3).
+pub const QUERY_PARAM: &str = "access_token";
+
+/// Finds a bearer token in the allowed places: header, then query, then cookie.
+pub fn bearer(
+    sources: &BearerSources,
+    authorization: Option<&str>,
+    path: Option<&str>,
+    cookie: Option<&str>,
+) -> Option<(String, Source)> {
+    if sources.header {
+        if let Some((scheme, token)) = authorization.map(str::trim).and_then(|v| v.split_once(' ')) {
+            let token = token.trim();
+            if scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() {
+                return Some((token.to_string(), Source::Header));
+            }
+        }
+    }
+    if sources.query {
+        let query = path.and_then(|p| p.split_once('?')).map(|(_, q)| q).unwrap_or("");
+        if let Some((_, v)) = form_urlencoded::parse(query.as_bytes()).find(|(k, v)| k == QUERY_PARAM && !v.is_empty()) {
+            return Some((v.into_owned(), Source::Query));
+        }
+    }
+    if let (Some(name), Some(header)) = (&sources.cookie, cookie) {
+        if let Some(v) = cookies(header).find(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v) {
+            return Some((v.to_string(), Source::Cookie));
+        }
+    }
+    None
+}
+
+/// `name=value` pairs of a `Cookie` header.
+pub fn cookies(header: &str) -> impl Iterator<Item = (&str, &str)> {
+    header.split(';').filter_map(|c| c.trim().split_once('=')).map(|(k, v)| (k.trim(), v.trim().trim_matches('"')))
+}
+
+/// The `Cookie` header without cookie `name`; `None` when nothing is left.
+pub fn without_cookie(header: &str, name: &str) -> Option<String> {
+    let kept: Vec<&str> = header
+        .split(';')
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && c.split_once('=').map(|(k, _)| k.trim()) != Some(name))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("; "))
+}
+
+/// `:path` without query argument `name` (other arguments keep their encoding).
+pub fn without_query_param(path: &str, name: &str) -> String {
+    let Some((base, query)) = path.split_once('?') else { return path.to_string() };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| {
+            let k = kv.split_once('=').map(|(k, _)| k).unwrap_or(kv);
+            form_urlencoded::parse(format!("{k}=").as_bytes()).next().map(|(k, _)| k != name).unwrap_or(true)
+        })
+        .collect();
+    if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    }
+}
 
 /// A user id and password (or client id and secret) from `Authorization: Basic`.
 #[derive(Clone, PartialEq, Eq)]
@@ -66,6 +141,28 @@ mod tests {
         for v in ["Basic !!!", "Basic am9obg==", "Basic OmRvZQ==", "Basic //79"] {
             assert!(matches!(basic(Some(v)), Err(Error::MalformedCredentials(_))), "{v}");
         }
+    }
+
+    #[test]
+    fn bearer_sources() {
+        let all = BearerSources { header: true, query: true, cookie: Some("at".into()) };
+        assert_eq!(bearer(&all, Some("Bearer abc"), None, None), Some(("abc".into(), Source::Header)));
+        assert_eq!(bearer(&all, Some("bearer  abc "), None, None), Some(("abc".into(), Source::Header)));
+        assert_eq!(bearer(&all, None, Some("/x?a=1&access_token=q%2Bt"), None), Some(("q+t".into(), Source::Query)));
+        assert_eq!(bearer(&all, None, None, Some("a=b; at=ck")), Some(("ck".into(), Source::Cookie)));
+        let header_only = BearerSources { header: true, ..Default::default() };
+        assert_eq!(bearer(&header_only, None, Some("/?access_token=x"), Some("at=y")), None);
+        assert_eq!(bearer(&header_only, Some("Basic abc"), None, None), None);
+        assert_eq!(bearer(&header_only, Some("Bearer "), None, None), None);
+    }
+
+    #[test]
+    fn hiding_credentials() {
+        assert_eq!(without_query_param("/p?a=1&access_token=x&b=%20", "access_token"), "/p?a=1&b=%20");
+        assert_eq!(without_query_param("/p?access_token=x", "access_token"), "/p");
+        assert_eq!(without_query_param("/p", "access_token"), "/p");
+        assert_eq!(without_cookie("a=1; at=x; b=2", "at").as_deref(), Some("a=1; b=2"));
+        assert_eq!(without_cookie("at=x", "at"), None);
     }
 
     #[test]

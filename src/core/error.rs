@@ -33,6 +33,12 @@ pub enum Error {
     EndpointMissing(&'static str),
     /// The filter could not build the request to the IdP (for example a signing failure).
     Internal(&'static str),
+    /// A bearer token that is malformed, expired, revoked, wrongly signed or not bound to the
+    /// client's certificate (RFC 6750 `invalid_token`).
+    InvalidToken(&'static str),
+    /// The token is valid but fails a `*_required` rule (RFC 6750 `insufficient_scope`);
+    /// carries the rule's config key.
+    InsufficientScope(&'static str),
 }
 
 impl Error {
@@ -48,6 +54,8 @@ impl Error {
             Error::DiscoveryUnavailable => "discovery_unavailable",
             Error::EndpointMissing(_) => "idp_misconfigured",
             Error::Internal(_) => "internal_error",
+            Error::InvalidToken(_) => "invalid_token",
+            Error::InsufficientScope(_) => "insufficient_scope",
         }
     }
 
@@ -75,6 +83,8 @@ impl Error {
                 format!("the identity provider publishes no {which}")
             }
             Error::Internal(why) => format!("internal error: {why}"),
+            Error::InvalidToken(why) => (*why).to_string(),
+            Error::InsufficientScope(rule) => format!("the token does not satisfy `{rule}`"),
         }
     }
 
@@ -84,7 +94,9 @@ impl Error {
             Error::MissingCredentials
             | Error::MalformedCredentials(_)
             | Error::InvalidCredentials
-            | Error::ClientRejected { .. } => 401,
+            | Error::ClientRejected { .. }
+            | Error::InvalidToken(_) => 401,
+            Error::InsufficientScope(_) => 403,
             Error::IdpRefused { .. }
             | Error::IdpUnavailable(_)
             | Error::IdpBadResponse(_)
@@ -99,14 +111,22 @@ impl Error {
     pub fn reply(&self, plan: &Plan) -> Reply {
         let status = self.status();
         let mut headers = Vec::new();
-        if status == 401 {
-            for challenge in plan.challenges() {
-                headers.push(("www-authenticate".to_string(), challenge));
+        let description = self.description();
+        let challenges = match self {
+            Error::InvalidToken(_) | Error::InsufficientScope(_) => {
+                let all = plan.challenges(Some((self.code(), &description)));
+                // A 403 challenges only the bearer token it refused.
+                if status == 403 { all.into_iter().take(1).collect() } else { all }
             }
+            _ if status == 401 => plan.challenges(None),
+            _ => Vec::new(),
+        };
+        for challenge in challenges {
+            headers.push(("www-authenticate".to_string(), challenge));
         }
         let body = serde_json::json!({
             "error": self.code(),
-            "error_description": self.description(),
+            "error_description": description,
         });
         Reply::json(status, headers, &body)
     }
@@ -124,6 +144,23 @@ mod tests {
         assert_eq!(Error::IdpUnavailable("reset").status(), 502);
         assert_eq!(Error::IdpTimeout.status(), 504);
         assert_eq!(Error::DiscoveryUnavailable.status(), 503);
+    }
+
+    #[test]
+    fn bearer_errors_carry_rfc6750_challenges() {
+        let plan = Plan::parse(b"issuer: https://i\nidp_cluster: c\nclient_id: x\nauth_methods: [bearer, password]\n").unwrap();
+        let r = Error::InvalidToken("the token has expired").reply(&plan);
+        assert_eq!(r.status, 401);
+        let ch: Vec<&str> = r.headers.iter().filter(|(k, _)| k == "www-authenticate").map(|(_, v)| v.as_str()).collect();
+        assert_eq!(ch[0], "Bearer realm=\"oidc\", error=\"invalid_token\", error_description=\"the token has expired\"");
+        assert!(ch[1].starts_with("Basic "));
+        let r = Error::InsufficientScope("scopes_required").reply(&plan);
+        assert_eq!(r.status, 403);
+        let ch: Vec<&str> = r.headers.iter().filter(|(k, _)| k == "www-authenticate").map(|(_, v)| v.as_str()).collect();
+        assert_eq!(ch.len(), 1);
+        assert!(ch[0].contains("error=\"insufficient_scope\""), "{ch:?}");
+        let r = Error::MissingCredentials.reply(&plan);
+        assert!(r.headers.iter().any(|(k, v)| k == "www-authenticate" && v == "Bearer realm=\"oidc\""));
     }
 
     #[test]

@@ -1,18 +1,27 @@
 //! The decision for one client request, as a sans-IO state machine.
 //!
-//! The adapter feeds events in ([`Flow::start`], [`Flow::discovery_ready`],
-//! [`Flow::idp_answered`], [`Flow::discovery_timed_out`]) and carries out the [`Step`] that
-//! comes back: forward upstream, deny, call the IdP, or wait for discovery. Auth methods are
-//! tried in Kong's order; the first credential found decides.
+//! The adapter feeds events in ([`Flow::start`], [`Flow::idp_ready`], [`Flow::idp_answered`],
+//! [`Flow::timed_out`]) and carries out the [`Step`] that comes back: forward upstream,
+//! deny, call the IdP, wait for the IdP's metadata or keys. Auth methods are tried in Kong's
+//! order (bearer, introspection, userinfo, refresh_token, password, client_credentials); the
+//! first credential found decides.
 
-use crate::core::config::{AuthMethod, Plan};
+use std::rc::Rc;
+
+use base64::Engine;
+
+use crate::core::cache::{self, Cache};
+use crate::core::claims::{self, Claims};
+use crate::core::config::{AuthMethod, Plan, Pop};
 use crate::core::credentials;
 use crate::core::discovery::Metadata;
 use crate::core::error::Error;
 use crate::core::grants::{self, Grant};
 use crate::core::idp::{IdpRequest, IdpResponse};
+use crate::core::introspection;
+use crate::core::jwt::{self, JwtError, KeySet};
 use crate::core::reply::Forward;
-use crate::core::token_cache::{Key, TokenCache};
+use crate::core::upstream::{self, Identity, Original, Presented};
 
 /// What the adapter must do next.
 #[derive(Debug, PartialEq, Eq)]
@@ -23,33 +32,72 @@ pub enum Step {
     Deny(Error),
     /// Send this request to the IdP and call [`Flow::idp_answered`] with the answer.
     Call(IdpRequest),
-    /// Discovery is not done: call [`Flow::discovery_ready`] when it is, or
-    /// [`Flow::discovery_timed_out`] after `timeout`.
-    WaitForDiscovery,
+    /// The IdP's metadata or keys are not loaded: call [`Flow::idp_ready`] when they change,
+    /// or [`Flow::timed_out`] after `timeout`.
+    WaitForIdp,
+    /// The token's key is unknown: re-fetch the JWKS (throttled), then [`Flow::idp_ready`];
+    /// when a re-fetch is not allowed now, [`Flow::timed_out`].
+    RefreshKeys,
 }
 
-/// The request headers the decision reads.
+/// The request data the decision reads. The adapter only fills what the plan uses.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Inputs<'a> {
     pub authorization: Option<&'a str>,
+    /// `:path`, when bearer tokens may come in the query.
+    pub path: Option<&'a str>,
+    /// `Cookie`, when bearer tokens may come in a cookie.
+    pub cookie: Option<&'a str>,
+    /// The `refresh_token_param_name` header, when `refresh_token` is configured.
+    pub refresh_token: Option<&'a str>,
+    /// Lowercase hex SHA-256 of the downstream client certificate, when
+    /// `proof_of_possession_mtls` is on and the connection has one.
+    pub peer_cert_sha256: Option<&'a str>,
+}
+
+/// Per-worker caches.
+pub struct Caches {
+    /// Password / client credentials grant results.
+    pub grants: Cache<Rc<Identity>>,
+    /// Claims of verified JWT access tokens.
+    pub jwts: Cache<Rc<Claims>>,
+    /// Introspection answers for active tokens.
+    pub introspections: Cache<Rc<Claims>>,
+}
+
+impl Caches {
+    pub fn new(capacity: usize) -> Self {
+        Caches { grants: Cache::new(capacity), jwts: Cache::new(capacity), introspections: Cache::new(capacity) }
+    }
 }
 
 /// Everything outside the request that a decision needs, lent for one event.
 pub struct Env<'a> {
     pub plan: &'a Plan,
     pub meta: Option<&'a Metadata>,
-    pub cache: &'a mut TokenCache,
+    pub keys: Option<&'a KeySet>,
+    pub caches: &'a mut Caches,
     pub now_ms: u64,
     /// A fresh unique id for client assertions (`jti`).
     pub jti: &'a mut dyn FnMut() -> String,
+}
+
+/// What the request is waiting for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Op {
+    /// Verify a JWT locally; `refreshed` once the JWKS was re-fetched for it.
+    Jwt { refreshed: bool },
+    Introspect,
+    Userinfo,
+    Grant(Grant),
 }
 
 #[derive(Debug, Default)]
 enum State {
     #[default]
     New,
-    WaitingForDiscovery(Grant),
-    AwaitingToken { grant: Grant, key: Key },
+    Waiting(Op),
+    Calling(Op),
     Done,
 }
 
@@ -57,6 +105,11 @@ enum State {
 #[derive(Debug, Default)]
 pub struct Flow {
     state: State,
+    /// The bearer token (or refresh token) the client presented.
+    token: String,
+    presented: Option<Presented>,
+    original: Original,
+    peer_cert_sha256: Option<String>,
 }
 
 impl Flow {
@@ -64,131 +117,300 @@ impl Flow {
         Flow::default()
     }
 
-    /// True while the flow waits for discovery.
-    pub fn is_waiting(&self) -> bool {
-        matches!(self.state, State::WaitingForDiscovery(_))
-    }
-
     /// The request's headers have arrived.
     pub fn start(&mut self, env: &mut Env<'_>, req: Inputs<'_>) -> Step {
-        match find_grant(env.plan, req) {
-            Ok(grant) => self.run_grant(env, grant),
-            Err(e) => self.finish_deny(e),
-        }
+        let plan = env.plan;
+        self.original = Original { path: req.path.map(str::to_string), cookie: req.cookie.map(str::to_string) };
+        self.peer_cert_sha256 = req.peer_cert_sha256.map(str::to_string);
+        let op = match self.first_credential(plan, req) {
+            Ok(op) => op,
+            Err(e) => return self.deny(e),
+        };
+        self.run(env, op)
     }
 
-    /// Discovery completed while this request was waiting.
-    pub fn discovery_ready(&mut self, env: &mut Env<'_>) -> Step {
+    /// The IdP's metadata or keys changed while this request waited.
+    pub fn idp_ready(&mut self, env: &mut Env<'_>) -> Step {
         match std::mem::take(&mut self.state) {
-            State::WaitingForDiscovery(grant) => self.run_grant(env, grant),
-            other => {
-                self.state = other;
-                Step::Deny(Error::Internal("unexpected discovery event"))
-            }
+            State::Waiting(op) => self.run(env, op),
+            other => self.unexpected(other, "unexpected IdP readiness event"),
         }
     }
 
-    /// Discovery did not complete within `timeout`.
-    pub fn discovery_timed_out(&mut self) -> Step {
-        self.finish_deny(Error::DiscoveryUnavailable)
+    /// The wait ended without what was needed (after `timeout`, or a key re-fetch that is
+    /// not allowed now).
+    pub fn timed_out(&mut self) -> Step {
+        match std::mem::take(&mut self.state) {
+            State::Waiting(Op::Jwt { .. }) => self.deny(Error::InvalidToken(JwtError::UnknownKey.describe())),
+            _ => self.deny(Error::DiscoveryUnavailable),
+        }
     }
 
     /// The IdP answered the call from the last [`Step::Call`].
     pub fn idp_answered(&mut self, env: &mut Env<'_>, resp: &IdpResponse) -> Step {
-        match std::mem::take(&mut self.state) {
-            State::AwaitingToken { grant, key } => {
-                match grants::parse_token_response(&grant, grant.auth(env.plan), resp, env.plan.timeout_ms) {
-                    Ok(tokens) => {
-                        if env.plan.cache_tokens {
-                            env.cache.put(key, &tokens.access_token, tokens.expires_in, env.now_ms);
+        let plan = env.plan;
+        let op = match std::mem::take(&mut self.state) {
+            State::Calling(op) => op,
+            other => return self.unexpected(other, "unexpected IdP answer"),
+        };
+        match op {
+            Op::Introspect => match introspection::parse(plan, resp) {
+                Ok(claims) => {
+                    let claims = Rc::new(claims);
+                    if plan.cache_introspection {
+                        if let Some(exp) = claims.get("exp").and_then(|e| e.as_u64()) {
+                            let key = cache::key(&["introspection", &self.token]);
+                            env.caches.introspections.put(key, claims.clone(), exp.saturating_mul(1000), env.now_ms);
                         }
-                        self.state = State::Done;
-                        Step::Forward(forward(env.plan, &tokens.access_token))
                     }
-                    Err(e) => self.finish_deny(e),
+                    self.finish(plan, introspected(&self.token, claims), None)
+                }
+                Err(e) => self.deny(e),
+            },
+            Op::Userinfo => match introspection::parse_userinfo(plan, resp) {
+                Ok(info) => {
+                    let info = Rc::new(info);
+                    let identity = Identity {
+                        access_token: self.token.clone(),
+                        claims: info.clone(),
+                        user_info: Some(info),
+                        ..Default::default()
+                    };
+                    self.finish(plan, identity, None)
+                }
+                Err(e) => self.deny(e),
+            },
+            Op::Grant(grant) => match grants::parse_token_response(&grant, grant.auth(plan), resp, plan.timeout_ms) {
+                Ok(tokens) => {
+                    let claims = jwt::unverified_claims(&tokens.access_token).unwrap_or_else(|| {
+                        let mut c = Claims::new();
+                        if let Some(s) = &tokens.scope {
+                            c.insert("scope".into(), s.clone().into());
+                        }
+                        c
+                    });
+                    let identity = Rc::new(Identity {
+                        access_token: tokens.access_token.clone(),
+                        id_token: tokens.id_token.clone(),
+                        claims: Rc::new(claims),
+                        ..Default::default()
+                    });
+                    if let (true, Some(key), Some(secs)) = (plan.cache_tokens, grant.cache_key(plan), tokens.expires_in) {
+                        let exp = env.now_ms.saturating_add(secs.saturating_mul(1000));
+                        env.caches.grants.put(key, identity.clone(), exp, env.now_ms);
+                    }
+                    let rotated = match grant {
+                        Grant::RefreshToken(_) => tokens.refresh_token.as_deref(),
+                        _ => None,
+                    };
+                    self.finish(plan, (*identity).clone(), rotated)
+                }
+                Err(e) => self.deny(e),
+            },
+            Op::Jwt { .. } => self.deny(Error::Internal("unexpected IdP answer")),
+        }
+    }
+
+    /// The first credential in Kong's method order, as the operation that checks it.
+    fn first_credential(&mut self, plan: &Plan, req: Inputs<'_>) -> Result<Op, Error> {
+        if plan.takes_bearer() {
+            if let Some((token, source)) = credentials::bearer(&plan.bearer, req.authorization, req.path, req.cookie) {
+                let is_jwt = jwt::looks_like_jwt(&token);
+                self.token = token;
+                self.presented = Some(Presented::Bearer(source));
+                return if plan.has(AuthMethod::Bearer) && is_jwt {
+                    Ok(Op::Jwt { refreshed: false })
+                } else if plan.has(AuthMethod::Introspection) {
+                    Ok(Op::Introspect)
+                } else if plan.has(AuthMethod::Userinfo) {
+                    Ok(Op::Userinfo)
+                } else {
+                    Err(Error::InvalidToken(JwtError::Malformed.describe()))
+                };
+            }
+        }
+        if plan.has(AuthMethod::RefreshToken) {
+            if let Some(rt) = req.refresh_token.map(str::trim).filter(|t| !t.is_empty()) {
+                self.presented = Some(Presented::RefreshToken);
+                return Ok(Op::Grant(Grant::RefreshToken(rt.to_string())));
+            }
+        }
+        if plan.has(AuthMethod::Password) || plan.has(AuthMethod::ClientCredentials) {
+            if let Some(b) = credentials::basic(req.authorization)? {
+                self.presented = Some(Presented::Basic);
+                return Ok(Op::Grant(if plan.has(AuthMethod::Password) {
+                    Grant::Password(b)
+                } else {
+                    Grant::ClientCredentials(b)
+                }));
+            }
+        }
+        Err(Error::MissingCredentials)
+    }
+
+    /// Runs `op`: from a cache, by waiting for the IdP, or by calling it.
+    fn run(&mut self, env: &mut Env<'_>, op: Op) -> Step {
+        let plan = env.plan;
+        match op {
+            Op::Jwt { refreshed } => {
+                let key = cache::key(&["jwt", &self.token]);
+                if let Some(claims) = env.caches.jwts.get(&key, env.now_ms) {
+                    let identity = Identity { access_token: self.token.clone(), claims: claims.clone(), ..Default::default() };
+                    return self.finish(plan, identity, None);
+                }
+                let Some(meta) = env.meta else { return self.wait(Op::Jwt { refreshed }) };
+                if meta.jwks_uri.is_none() {
+                    return self.deny(Error::EndpointMissing("jwks_uri"));
+                }
+                let Some(keys) = env.keys else { return self.wait(Op::Jwt { refreshed }) };
+                match keys.verify(&self.token, &plan.issuer, plan.leeway, env.now_ms / 1000) {
+                    Ok(claims) => {
+                        let claims = Rc::new(claims);
+                        if let Some(exp) = claims.get("exp").and_then(|e| e.as_u64()) {
+                            env.caches.jwts.put(key, claims.clone(), exp.saturating_mul(1000), env.now_ms);
+                        }
+                        let identity = Identity { access_token: self.token.clone(), claims, ..Default::default() };
+                        self.finish(plan, identity, None)
+                    }
+                    Err(JwtError::UnknownKey) if !refreshed => {
+                        self.state = State::Waiting(Op::Jwt { refreshed: true });
+                        Step::RefreshKeys
+                    }
+                    Err(e) => self.deny(Error::InvalidToken(e.describe())),
                 }
             }
-            other => {
-                self.state = other;
-                Step::Deny(Error::Internal("unexpected IdP answer"))
+            Op::Introspect => {
+                let key = cache::key(&["introspection", &self.token]);
+                if let Some(claims) = env.caches.introspections.get(&key, env.now_ms) {
+                    let identity = introspected(&self.token, claims.clone());
+                    return self.finish(plan, identity, None);
+                }
+                let Some(meta) = env.meta else { return self.wait(Op::Introspect) };
+                let jti = (env.jti)();
+                let req = introspection::request(plan, meta, &self.token, env.now_ms / 1000, &jti);
+                self.call(Op::Introspect, req)
+            }
+            Op::Userinfo => {
+                let Some(meta) = env.meta else { return self.wait(Op::Userinfo) };
+                let req = introspection::userinfo_request(plan, meta, &self.token);
+                self.call(Op::Userinfo, req)
+            }
+            Op::Grant(grant) => {
+                if plan.cache_tokens {
+                    if let Some(identity) = grant.cache_key(plan).and_then(|k| env.caches.grants.get(&k, env.now_ms)) {
+                        let identity = (**identity).clone();
+                        return self.finish(plan, identity, None);
+                    }
+                }
+                let Some(meta) = env.meta else { return self.wait(Op::Grant(grant)) };
+                let jti = (env.jti)();
+                let req = grants::token_request(plan, meta, &grant, env.now_ms / 1000, &jti);
+                self.call(Op::Grant(grant), req)
             }
         }
     }
 
-    fn run_grant(&mut self, env: &mut Env<'_>, grant: Grant) -> Step {
-        let key = grant.cache_key(env.plan);
-        if env.plan.cache_tokens {
-            if let Some(token) = env.cache.get(&key, env.now_ms) {
-                self.state = State::Done;
-                return Step::Forward(forward(env.plan, token));
-            }
-        }
-        let Some(meta) = env.meta else {
-            self.state = State::WaitingForDiscovery(grant);
-            return Step::WaitForDiscovery;
-        };
-        let jti = (env.jti)();
-        match grants::token_request(env.plan, meta, &grant, env.now_ms / 1000, &jti) {
+    fn wait(&mut self, op: Op) -> Step {
+        self.state = State::Waiting(op);
+        Step::WaitForIdp
+    }
+
+    fn call(&mut self, op: Op, req: Result<IdpRequest, Error>) -> Step {
+        match req {
             Ok(req) => {
-                self.state = State::AwaitingToken { grant, key };
+                self.state = State::Calling(op);
                 Step::Call(req)
             }
-            Err(e) => self.finish_deny(e),
+            Err(e) => self.deny(e),
         }
     }
 
-    fn finish_deny(&mut self, e: Error) -> Step {
+    /// Proof of possession, authorization rules, then the upstream headers.
+    fn finish(&mut self, plan: &Plan, identity: Identity, new_refresh_token: Option<&str>) -> Step {
+        let presented = self.presented.clone().unwrap_or(Presented::Basic);
+        if matches!(presented, Presented::Bearer(_)) {
+            if let Err(e) = check_binding(plan.pop, &identity.claims, self.peer_cert_sha256.as_deref()) {
+                return self.deny(e);
+            }
+        }
+        if let Some(rule) = claims::first_failed(&plan.rules, &identity.claims) {
+            return self.deny(Error::InsufficientScope(rule.name));
+        }
+        self.state = State::Done;
+        Step::Forward(upstream::forward(plan, &identity, &presented, &self.original, new_refresh_token))
+    }
+
+    fn deny(&mut self, e: Error) -> Step {
         self.state = State::Done;
         Step::Deny(e)
     }
+
+    fn unexpected(&mut self, previous: State, why: &'static str) -> Step {
+        self.state = previous;
+        Step::Deny(Error::Internal(why))
+    }
 }
 
-/// The first credential found, in Kong's method order.
-fn find_grant(plan: &Plan, req: Inputs<'_>) -> Result<Grant, Error> {
-    let basic = credentials::basic(req.authorization)?;
-    for method in &plan.auth_methods {
-        match (method, &basic) {
-            (AuthMethod::Password, Some(b)) => return Ok(Grant::Password(b.clone())),
-            (AuthMethod::ClientCredentials, Some(b)) => return Ok(Grant::ClientCredentials(b.clone())),
-            _ => {}
-        }
-    }
-    Err(Error::MissingCredentials)
+fn introspected(token: &str, claims: Rc<Claims>) -> Identity {
+    Identity { access_token: token.to_string(), claims: claims.clone(), introspection: Some(claims), ..Default::default() }
 }
 
-/// Header changes for a request authenticated with `access_token`: the client's own
-/// credentials never go upstream.
-fn forward(plan: &Plan, access_token: &str) -> Forward {
-    let mut f = Forward { remove: vec!["authorization".into()], set: Vec::new() };
-    if let Some(h) = &plan.upstream_access_token_header {
-        f.set.push((h.name.clone(), h.value(access_token)));
+/// RFC 8705 section 3: the token's `cnf.x5t#S256` must be the thumbprint of the client
+/// certificate Envoy verified on this connection.
+fn check_binding(pop: Pop, claims: &Claims, peer_sha256_hex: Option<&str>) -> Result<(), Error> {
+    let bound = claims.get("cnf").and_then(|c| c.get("x5t#S256")).and_then(|t| t.as_str());
+    let bound = match (pop, bound) {
+        (Pop::Off, _) | (Pop::Optional, None) => return Ok(()),
+        (Pop::Strict, None) => return Err(Error::InvalidToken("the token is not bound to a client certificate")),
+        (_, Some(b)) => b,
+    };
+    let Some(peer) = peer_sha256_hex.and_then(|h| decode_hex(h.trim())) else {
+        return Err(Error::InvalidToken("the token is bound to a client certificate that was not presented"));
+    };
+    let thumbprint = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(peer);
+    if thumbprint != bound.trim_end_matches('=') {
+        return Err(Error::InvalidToken("the token is bound to another client certificate"));
     }
-    f
+    Ok(())
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() != 64 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::idp::Purpose;
+    use jwt_simple::prelude::{RS256KeyPair, RSAKeyPairLike};
 
     const BASIC_JOHN: &str = "Basic am9objpkb2U="; // john:doe
+    const ISS: &str = "https://idp";
 
     fn plan(extra: &str) -> Plan {
         Plan::parse(
-            format!("issuer: https://idp\nidp_cluster: idp\nclient_id: client-tls-auth\nclient_auth: tls_client_auth\ntls_client_auth_cluster: idp-mtls\n{extra}")
+            format!("issuer: {ISS}\nidp_cluster: idp\nclient_id: client-tls-auth\nclient_auth: tls_client_auth\ntls_client_auth_cluster: idp-mtls\n{extra}")
                 .as_bytes(),
         )
         .unwrap()
     }
 
     fn meta(p: &Plan) -> Metadata {
-        Metadata::parse(p, br#"{"issuer":"https://idp","token_endpoint":"https://idp/token"}"#).unwrap()
+        Metadata::parse(
+            p,
+            br#"{"issuer":"https://idp","token_endpoint":"https://idp/token","introspection_endpoint":"https://idp/introspect","userinfo_endpoint":"https://idp/me","jwks_uri":"https://idp/jwks"}"#,
+        )
+        .unwrap()
     }
 
     struct World {
         plan: Plan,
         meta: Option<Metadata>,
-        cache: TokenCache,
+        keys: Option<KeySet>,
+        caches: Caches,
         now_ms: u64,
         jtis: u32,
     }
@@ -197,7 +419,7 @@ mod tests {
         fn new(extra: &str) -> Self {
             let plan = plan(extra);
             let meta = Some(meta(&plan));
-            World { plan, meta, cache: TokenCache::new(100), now_ms: 1_000_000, jtis: 0 }
+            World { plan, meta, keys: None, caches: Caches::new(100), now_ms: 1_800_000_000_000, jtis: 0 }
         }
         fn with<R>(&mut self, f: impl FnOnce(&mut Env<'_>) -> R) -> R {
             let jtis = &mut self.jtis;
@@ -205,133 +427,270 @@ mod tests {
                 *jtis += 1;
                 format!("jti-{jtis}")
             };
-            let mut env = Env { plan: &self.plan, meta: self.meta.as_ref(), cache: &mut self.cache, now_ms: self.now_ms, jti: &mut jti };
+            let mut env = Env {
+                plan: &self.plan,
+                meta: self.meta.as_ref(),
+                keys: self.keys.as_ref(),
+                caches: &mut self.caches,
+                now_ms: self.now_ms,
+                jti: &mut jti,
+            };
             f(&mut env)
         }
+        fn start(&mut self, flow: &mut Flow, inputs: Inputs<'_>) -> Step {
+            self.with(|env| flow.start(env, inputs))
+        }
+    }
+
+    fn basic(v: &str) -> Inputs<'_> {
+        Inputs { authorization: Some(v), ..Default::default() }
     }
 
     fn ok_token(expires_in: u64) -> IdpResponse {
         IdpResponse {
             status: Some(200),
-            body: format!(r#"{{"access_token":"AT","token_type":"Bearer","expires_in":{expires_in}}}"#).into_bytes(),
+            body: format!(r#"{{"access_token":"AT","token_type":"Bearer","expires_in":{expires_in},"refresh_token":"RT2","scope":"openid"}}"#).into_bytes(),
             elapsed_ms: 3,
         }
     }
 
-    fn bearer_forward(token: &str) -> Step {
-        Step::Forward(Forward {
-            remove: vec!["authorization".into()],
-            set: vec![("authorization".into(), format!("Bearer {token}"))],
-        })
+    fn set<'a>(step: &'a Step, name: &str) -> Option<&'a str> {
+        match step {
+            Step::Forward(f) => f.set.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()),
+            _ => None,
+        }
     }
 
     #[test]
     fn password_grant_then_forward_with_bearer() {
         let mut w = World::new("auth_methods: [password]\n");
         let mut flow = Flow::new();
-        let step = w.with(|env| flow.start(env, Inputs { authorization: Some(BASIC_JOHN) }));
-        let Step::Call(req) = step else { panic!("{step:?}") };
+        let Step::Call(req) = w.start(&mut flow, basic(BASIC_JOHN)) else { panic!() };
         assert_eq!((req.purpose, req.cluster.as_str()), (Purpose::Token, "idp-mtls"));
         let step = w.with(|env| flow.idp_answered(env, &ok_token(300)));
-        assert_eq!(step, bearer_forward("AT"));
+        assert_eq!(set(&step, "authorization"), Some("Bearer AT"));
+        let Step::Forward(f) = step else { panic!() };
+        assert!(f.remove.contains(&"authorization".to_string()));
+        assert!(f.response_set.is_empty(), "a password grant's refresh token is not handed out");
     }
 
     #[test]
     fn cached_token_skips_the_idp_until_near_expiry() {
         let mut w = World::new("auth_methods: [password]\n");
         let mut flow = Flow::new();
-        w.with(|env| flow.start(env, Inputs { authorization: Some(BASIC_JOHN) }));
+        w.start(&mut flow, basic(BASIC_JOHN));
         w.with(|env| flow.idp_answered(env, &ok_token(300)));
-        let mut second = Flow::new();
-        let step = w.with(|env| second.start(env, Inputs { authorization: Some(BASIC_JOHN) }));
-        assert_eq!(step, bearer_forward("AT"));
+        let step = w.start(&mut Flow::new(), basic(BASIC_JOHN));
+        assert_eq!(set(&step, "authorization"), Some("Bearer AT"));
         // a wrong password must not hit the cached token
-        let mut wrong = Flow::new();
-        let step = w.with(|env| wrong.start(env, Inputs { authorization: Some("Basic am9objpkb2Ux") }));
-        assert!(matches!(step, Step::Call(_)), "{step:?}");
-        // after 270 s (300 s minus the margin) the IdP is asked again
+        assert!(matches!(w.start(&mut Flow::new(), basic("Basic am9objpkb2Ux")), Step::Call(_)));
         w.now_ms += 270_000;
-        let mut later = Flow::new();
-        let step = w.with(|env| later.start(env, Inputs { authorization: Some(BASIC_JOHN) }));
-        assert!(matches!(step, Step::Call(_)), "{step:?}");
+        assert!(matches!(w.start(&mut Flow::new(), basic(BASIC_JOHN)), Step::Call(_)));
     }
 
     #[test]
     fn cache_can_be_turned_off() {
         let mut w = World::new("auth_methods: [password]\ncache_tokens: false\n");
         let mut flow = Flow::new();
-        w.with(|env| flow.start(env, Inputs { authorization: Some(BASIC_JOHN) }));
+        w.start(&mut flow, basic(BASIC_JOHN));
         w.with(|env| flow.idp_answered(env, &ok_token(300)));
-        assert!(w.cache.is_empty());
+        assert!(w.caches.grants.is_empty());
     }
 
     #[test]
-    fn no_credentials_is_401_with_basic_challenge() {
+    fn no_credentials_is_401() {
         let mut w = World::new("auth_methods: [password]\n");
-        let step = w.with(|env| Flow::new().start(env, Inputs::default()));
-        assert_eq!(step, Step::Deny(Error::MissingCredentials));
-        let reply = Error::MissingCredentials.reply(&w.plan);
-        assert_eq!(reply.status, 401);
-        assert!(reply.headers.iter().any(|(k, v)| k == "www-authenticate" && v.starts_with("Basic ")));
-        let step = w.with(|env| Flow::new().start(env, Inputs { authorization: Some("Bearer x") }));
-        assert_eq!(step, Step::Deny(Error::MissingCredentials));
+        assert_eq!(w.start(&mut Flow::new(), Inputs::default()), Step::Deny(Error::MissingCredentials));
+        assert_eq!(w.start(&mut Flow::new(), basic("Bearer x")), Step::Deny(Error::MissingCredentials));
+        assert!(matches!(w.start(&mut Flow::new(), basic("Basic @@@")), Step::Deny(Error::MalformedCredentials(_))));
     }
 
     #[test]
-    fn waits_for_discovery_then_runs() {
+    fn waits_for_the_idp_then_runs() {
         let mut w = World::new("auth_methods: [password]\n");
         let m = w.meta.take();
         let mut flow = Flow::new();
-        let step = w.with(|env| flow.start(env, Inputs { authorization: Some(BASIC_JOHN) }));
-        assert_eq!(step, Step::WaitForDiscovery);
-        assert!(flow.is_waiting());
+        assert_eq!(w.start(&mut flow, basic(BASIC_JOHN)), Step::WaitForIdp);
         w.meta = m;
-        let step = w.with(|env| flow.discovery_ready(env));
-        assert!(matches!(step, Step::Call(_)), "{step:?}");
+        assert!(matches!(w.with(|env| flow.idp_ready(env)), Step::Call(_)));
         let mut other = Flow::new();
         w.meta = None;
-        w.with(|env| other.start(env, Inputs { authorization: Some(BASIC_JOHN) }));
-        assert_eq!(other.discovery_timed_out(), Step::Deny(Error::DiscoveryUnavailable));
+        w.start(&mut other, basic(BASIC_JOHN));
+        assert_eq!(other.timed_out(), Step::Deny(Error::DiscoveryUnavailable));
     }
 
     #[test]
-    fn idp_failures_become_errors() {
+    fn idp_failures_become_errors_and_late_answers_are_refused() {
         let mut w = World::new("auth_methods: [password]\n");
         let mut flow = Flow::new();
-        w.with(|env| flow.start(env, Inputs { authorization: Some(BASIC_JOHN) }));
+        w.start(&mut flow, basic(BASIC_JOHN));
         let step = w.with(|env| {
             flow.idp_answered(env, &IdpResponse { status: Some(401), body: br#"{"error":"invalid_client"}"#.to_vec(), elapsed_ms: 1 })
         });
         assert_eq!(step, Step::Deny(Error::ClientRejected { method: "tls_client_auth" }));
-        // a second answer for a finished flow is refused, not a panic
-        let step = w.with(|env| flow.idp_answered(env, &ok_token(1)));
-        assert!(matches!(step, Step::Deny(Error::Internal(_))));
-    }
-
-    #[test]
-    fn custom_upstream_header_still_drops_basic() {
-        let mut w = World::new("auth_methods: [password]\nupstream_access_token_header: x-token\n");
-        let mut flow = Flow::new();
-        w.with(|env| flow.start(env, Inputs { authorization: Some(BASIC_JOHN) }));
-        let step = w.with(|env| flow.idp_answered(env, &ok_token(60)));
-        assert_eq!(
-            step,
-            Step::Forward(Forward { remove: vec!["authorization".into()], set: vec![("x-token".into(), "AT".into())] })
-        );
+        assert!(matches!(w.with(|env| flow.idp_answered(env, &ok_token(1))), Step::Deny(Error::Internal(_))));
     }
 
     #[test]
     fn client_credentials_when_only_method() {
         let mut w = World::new("auth_methods: [client_credentials]\n");
-        let step = w.with(|env| Flow::new().start(env, Inputs { authorization: Some(BASIC_JOHN) }));
-        let Step::Call(req) = step else { panic!() };
+        let Step::Call(req) = w.start(&mut Flow::new(), basic(BASIC_JOHN)) else { panic!() };
         assert_eq!(req.cluster, "idp");
     }
 
+    // ---- bearer JWT ----
+
+    fn signer() -> (RS256KeyPair, KeySet) {
+        let kp = RS256KeyPair::generate(2048).unwrap().with_key_id("k1");
+        let c = kp.public_key().to_components();
+        let b = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let jwks = serde_json::json!({"keys": [{"kty": "RSA", "kid": "k1", "n": b(&c.n), "e": b(&c.e)}]});
+        let set = KeySet::parse(jwks.to_string().as_bytes()).unwrap();
+        (kp, set)
+    }
+
+    fn token(kp: &RS256KeyPair, now_ms: u64, extra: serde_json::Value) -> String {
+        let mut c = jwt_simple::prelude::Claims::with_custom_claims(extra, jwt_simple::prelude::Duration::from_secs(300));
+        c.issued_at = Some(jwt_simple::prelude::Duration::from_secs(now_ms / 1000));
+        c.invalid_before = None;
+        c.expires_at = Some(jwt_simple::prelude::Duration::from_secs(now_ms / 1000 + 300));
+        c.issuer = Some(ISS.into());
+        kp.sign(c).unwrap()
+    }
+
+    fn bearer(t: &str) -> String {
+        format!("Bearer {t}")
+    }
+
     #[test]
-    fn malformed_basic_is_denied() {
-        let mut w = World::new("auth_methods: [password]\n");
-        let step = w.with(|env| Flow::new().start(env, Inputs { authorization: Some("Basic @@@") }));
-        assert!(matches!(step, Step::Deny(Error::MalformedCredentials(_))));
+    fn bearer_jwt_is_verified_cached_and_forwarded() {
+        let mut w = World::new("auth_methods: [bearer]\nscopes_required: ['api:read']\n");
+        let (kp, keys) = signer();
+        let t = token(&kp, w.now_ms, serde_json::json!({"scope": "openid api:read"}));
+        let auth = bearer(&t);
+        // keys not loaded yet: wait
+        let mut flow = Flow::new();
+        assert_eq!(w.start(&mut flow, basic(&auth)), Step::WaitForIdp);
+        w.keys = Some(keys);
+        let step = w.with(|env| flow.idp_ready(env));
+        assert_eq!(set(&step, "authorization"), Some(auth.as_str()));
+        assert_eq!(w.caches.jwts.len(), 1);
+        // from the cache even without keys
+        w.keys = None;
+        let step = w.start(&mut Flow::new(), basic(&auth));
+        assert_eq!(set(&step, "authorization"), Some(auth.as_str()));
+    }
+
+    #[test]
+    fn bearer_rules_and_bad_tokens() {
+        let mut w = World::new("auth_methods: [bearer]\nscopes_required: ['api:write']\n");
+        let (kp, keys) = signer();
+        w.keys = Some(keys);
+        let t = token(&kp, w.now_ms, serde_json::json!({"scope": "api:read"}));
+        assert_eq!(w.start(&mut Flow::new(), basic(&bearer(&t))), Step::Deny(Error::InsufficientScope("scopes_required")));
+        assert!(matches!(w.start(&mut Flow::new(), basic("Bearer opaque")), Step::Deny(Error::InvalidToken(_))));
+        let mut expired = World::new("auth_methods: [bearer]\n");
+        expired.keys = w.keys.take();
+        expired.now_ms += 400_000;
+        assert!(matches!(expired.start(&mut Flow::new(), basic(&bearer(&t))), Step::Deny(Error::InvalidToken(_))));
+    }
+
+    #[test]
+    fn unknown_kid_refreshes_keys_once() {
+        let mut w = World::new("auth_methods: [bearer]\n");
+        let (_, keys) = signer();
+        w.keys = Some(keys);
+        let (other, other_keys) = {
+            let kp = RS256KeyPair::generate(2048).unwrap().with_key_id("k2");
+            let c = kp.public_key().to_components();
+            let b = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+            let jwks = serde_json::json!({"keys": [{"kty": "RSA", "kid": "k2", "n": b(&c.n), "e": b(&c.e)}]});
+            (kp, KeySet::parse(jwks.to_string().as_bytes()).unwrap())
+        };
+        let t = token(&other, w.now_ms, serde_json::json!({}));
+        let mut flow = Flow::new();
+        assert_eq!(w.start(&mut flow, basic(&bearer(&t))), Step::RefreshKeys);
+        // refreshed, now known
+        w.keys = Some(other_keys);
+        assert!(matches!(w.with(|env| flow.idp_ready(env)), Step::Forward(_)));
+        // still unknown after a refresh: 401, no loop
+        w.caches = Caches::new(100);
+        let (_, keys) = signer();
+        w.keys = Some(keys);
+        let mut flow = Flow::new();
+        assert_eq!(w.start(&mut flow, basic(&bearer(&t))), Step::RefreshKeys);
+        assert!(matches!(w.with(|env| flow.idp_ready(env)), Step::Deny(Error::InvalidToken(_))));
+        // refresh not allowed now (throttled): 401
+        let mut flow = Flow::new();
+        assert_eq!(w.start(&mut flow, basic(&bearer(&t))), Step::RefreshKeys);
+        assert!(matches!(flow.timed_out(), Step::Deny(Error::InvalidToken(_))));
+    }
+
+    // ---- introspection, userinfo, refresh ----
+
+    #[test]
+    fn introspection_then_cache() {
+        let mut w = World::new("auth_methods: [introspection]\nupstream_introspection_header: x-introspection\n");
+        let mut flow = Flow::new();
+        let Step::Call(req) = w.start(&mut flow, basic("Bearer opaque-1")) else { panic!() };
+        assert_eq!((req.purpose, req.cluster.as_str()), (Purpose::Introspection, "idp-mtls"));
+        let exp = w.now_ms / 1000 + 600;
+        let resp = IdpResponse { status: Some(200), body: format!(r#"{{"active":true,"sub":"john","exp":{exp}}}"#).into_bytes(), elapsed_ms: 1 };
+        let step = w.with(|env| flow.idp_answered(env, &resp));
+        assert_eq!(set(&step, "authorization"), Some("Bearer opaque-1"));
+        assert!(set(&step, "x-introspection").is_some());
+        assert!(matches!(w.start(&mut Flow::new(), basic("Bearer opaque-1")), Step::Forward(_)));
+        assert!(matches!(w.start(&mut Flow::new(), basic("Bearer opaque-2")), Step::Call(_)));
+    }
+
+    #[test]
+    fn jwt_goes_to_introspection_when_bearer_is_not_configured() {
+        let mut w = World::new("auth_methods: [introspection]\n");
+        let (kp, _) = signer();
+        let t = token(&kp, w.now_ms, serde_json::json!({}));
+        assert!(matches!(w.start(&mut Flow::new(), basic(&bearer(&t))), Step::Call(_)));
+    }
+
+    #[test]
+    fn userinfo_accepts_the_token() {
+        let mut w = World::new("auth_methods: [userinfo]\nupstream_user_info_header: x-userinfo\n");
+        let mut flow = Flow::new();
+        let Step::Call(req) = w.start(&mut flow, basic("Bearer opaque")) else { panic!() };
+        assert_eq!(req.purpose, Purpose::Userinfo);
+        let resp = IdpResponse { status: Some(200), body: br#"{"sub":"john"}"#.to_vec(), elapsed_ms: 1 };
+        assert!(set(&w.with(|env| flow.idp_answered(env, &resp)), "x-userinfo").is_some());
+    }
+
+    #[test]
+    fn refresh_token_method_rotates() {
+        let mut w = World::new("auth_methods: [refresh_token, password]\n");
+        let mut flow = Flow::new();
+        let inputs = Inputs { refresh_token: Some("RT1"), authorization: Some(BASIC_JOHN), ..Default::default() };
+        let Step::Call(req) = w.start(&mut flow, inputs) else { panic!() };
+        let form: Vec<(String, String)> = form_urlencoded::parse(&req.body).into_owned().collect();
+        assert!(form.contains(&("grant_type".into(), "refresh_token".into())));
+        assert_eq!(req.cluster, "idp-mtls");
+        let Step::Forward(f) = w.with(|env| flow.idp_answered(env, &ok_token(60))) else { panic!() };
+        assert_eq!(f.response_set, vec![("x-refresh-token".into(), "RT2".into())]);
+        assert!(f.remove.contains(&"x-refresh-token".to_string()));
+        assert!(w.caches.grants.is_empty(), "refresh results are not cached");
+    }
+
+    // ---- proof of possession ----
+
+    #[test]
+    fn certificate_binding() {
+        let digest = "aa".repeat(32);
+        let thumb = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0xaa; 32]);
+        let bound: Claims = serde_json::json!({"cnf": {"x5t#S256": thumb}}).as_object().unwrap().clone();
+        let unbound = Claims::new();
+        assert!(check_binding(Pop::Strict, &bound, Some(&digest)).is_ok());
+        assert!(check_binding(Pop::Strict, &bound, Some(&"bb".repeat(32))).is_err());
+        assert!(check_binding(Pop::Strict, &bound, None).is_err());
+        assert!(check_binding(Pop::Strict, &unbound, Some(&digest)).is_err());
+        assert!(check_binding(Pop::Optional, &unbound, None).is_ok());
+        assert!(check_binding(Pop::Optional, &bound, None).is_err());
+        assert!(check_binding(Pop::Off, &bound, None).is_ok());
+        assert!(check_binding(Pop::Strict, &bound, Some("zz")).is_err());
     }
 }

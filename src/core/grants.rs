@@ -9,20 +9,31 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::core::client_auth::{self, ClientAuth};
+use crate::core::client_auth::{self, ClientAuth, Credentials};
 use crate::core::config::Plan;
 use crate::core::credentials::Basic;
 use crate::core::discovery::{Metadata, Which};
 use crate::core::error::Error;
 use crate::core::idp::{IdpRequest, IdpResponse, Purpose};
 
-/// A grant the filter runs on behalf of the request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A grant the filter runs on behalf of the request. Debug output never shows secrets.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Grant {
     /// Resource owner password credentials (RFC 6749 4.3).
     Password(Basic),
     /// Client credentials (RFC 6749 4.4) of the calling client.
     ClientCredentials(Basic),
+    /// Refresh token grant (RFC 6749 6) with a refresh token the client sent.
+    RefreshToken(String),
+}
+
+impl fmt::Debug for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Grant::Password(b) | Grant::ClientCredentials(b) => write!(f, "{}({b:?})", self.name()),
+            Grant::RefreshToken(_) => f.write_str("refresh_token(<redacted>)"),
+        }
+    }
 }
 
 impl Grant {
@@ -30,23 +41,26 @@ impl Grant {
         match self {
             Grant::Password(_) => "password",
             Grant::ClientCredentials(_) => "client_credentials",
+            Grant::RefreshToken(_) => "refresh_token",
         }
     }
 
     /// Client authentication used for this grant.
     pub fn auth(&self, plan: &Plan) -> ClientAuth {
         match self {
-            Grant::Password(_) => plan.token_auth,
+            Grant::Password(_) | Grant::RefreshToken(_) => plan.token_auth,
             Grant::ClientCredentials(_) => ClientAuth::ClientSecretBasic,
         }
     }
 
-    /// Cache key: everything that makes the answer differ.
-    pub fn cache_key(&self, plan: &Plan) -> crate::core::token_cache::Key {
+    /// Cache key: everything that makes the answer differ. `None` for grants whose answer
+    /// must not be reused (a refresh token is single-use when the IdP rotates it).
+    pub fn cache_key(&self, plan: &Plan) -> Option<crate::core::cache::Key> {
         let (user, secret) = match self {
             Grant::Password(b) | Grant::ClientCredentials(b) => (&b.user, &b.password),
+            Grant::RefreshToken(_) => return None,
         };
-        crate::core::token_cache::key(&[self.name(), &plan.client.id, user, secret, &plan.scope])
+        Some(crate::core::cache::key(&[self.name(), &plan.client.id, user, secret, &plan.scope]))
     }
 }
 
@@ -80,43 +94,35 @@ pub fn token_request(
     now_secs: u64,
     jti: &str,
 ) -> Result<IdpRequest, Error> {
-    let auth = grant.auth(plan);
-    let (cluster, endpoint) = meta.route(plan, Which::Token, auth).ok_or(Error::EndpointMissing("token_endpoint"))?;
-    let mut form = form_urlencoded::Serializer::new(String::new());
-    let mut headers = vec![
-        ("content-type".to_string(), "application/x-www-form-urlencoded".to_string()),
-        ("accept".to_string(), "application/json".to_string()),
-    ];
-    form.append_pair("grant_type", grant.name());
+    let scope = plan.scope.as_str();
+    fn with_scope<'a>(mut p: Vec<(&'static str, &'a str)>, scope: &'a str) -> Vec<(&'static str, &'a str)> {
+        if !scope.is_empty() {
+            p.push(("scope", scope));
+        }
+        p
+    }
     match grant {
         Grant::Password(b) => {
-            form.append_pair("username", &b.user);
-            form.append_pair("password", &b.password);
-            // The audience of a client assertion is the plain token endpoint (RFC 7523).
-            let audience = meta.token_endpoint.as_ref().map(|e| e.url.as_str()).unwrap_or(&endpoint.url);
-            let creds = client_auth::authenticate(auth, &plan.client, audience, now_secs, jti)?;
-            headers.extend(creds.headers);
-            for (k, v) in &creds.form {
-                form.append_pair(k, v);
-            }
+            let params =
+                with_scope(vec![("grant_type", "password"), ("username", &b.user), ("password", &b.password)], scope);
+            client_auth::post(plan, meta, Which::Token, plan.token_auth, Purpose::Token, &params, now_secs, jti)
+        }
+        Grant::RefreshToken(rt) => {
+            let params = [("grant_type", "refresh_token"), ("refresh_token", rt.as_str())];
+            client_auth::post(plan, meta, Which::Token, plan.token_auth, Purpose::Token, &params, now_secs, jti)
         }
         Grant::ClientCredentials(b) => {
-            headers.push(("authorization".into(), client_auth::basic(&b.user, &b.password)));
+            let auth = ClientAuth::ClientSecretBasic;
+            let (cluster, endpoint) =
+                meta.route(plan, Which::Token, auth).ok_or(Error::EndpointMissing("token_endpoint"))?;
+            let creds = Credentials {
+                headers: vec![("authorization".into(), client_auth::basic(&b.user, &b.password))],
+                form: Vec::new(),
+            };
+            let params = with_scope(vec![("grant_type", "client_credentials")], scope);
+            Ok(client_auth::form_post(Purpose::Token, cluster, endpoint, plan.timeout_ms, &params, creds))
         }
     }
-    if !plan.scope.is_empty() {
-        form.append_pair("scope", &plan.scope);
-    }
-    Ok(IdpRequest {
-        purpose: Purpose::Token,
-        cluster: cluster.to_string(),
-        method: "POST",
-        authority: endpoint.authority.clone(),
-        path: endpoint.path.clone(),
-        headers,
-        body: form.finish().into_bytes(),
-        timeout_ms: plan.timeout_ms,
-    })
 }
 
 #[derive(Deserialize)]
@@ -158,9 +164,12 @@ pub fn parse_token_response(grant: &Grant, auth: ClientAuth, resp: &IdpResponse,
         (400 | 401, Some("invalid_client")) => Err(match grant {
             // The caller's own client id/secret were wrong.
             Grant::ClientCredentials(_) => Error::InvalidCredentials,
-            Grant::Password(_) => Error::ClientRejected { method: auth.name() },
+            Grant::Password(_) | Grant::RefreshToken(_) => Error::ClientRejected { method: auth.name() },
         }),
-        (400 | 401, Some("invalid_grant")) => Err(Error::InvalidCredentials),
+        (400 | 401, Some("invalid_grant")) => Err(match grant {
+            Grant::RefreshToken(_) => Error::InvalidToken("the refresh token is invalid, expired or revoked"),
+            _ => Error::InvalidCredentials,
+        }),
         (400..=499, Some(e)) => Err(Error::IdpRefused { error: sanitize(e) }),
         (400..=499, None) => Err(Error::IdpBadResponse("error without an OAuth error code")),
         // Envoy answers 504 itself when the call times out (and so does a gateway in front of the IdP).
@@ -213,8 +222,8 @@ mod tests {
                 ("grant_type".into(), "password".into()),
                 ("username".into(), "john".into()),
                 ("password".into(), "d&e=".into()),
-                ("client_id".into(), "cid".into()),
                 ("scope".into(), "openid profile".into()),
+                ("client_id".into(), "cid".into()),
             ]
         );
         assert!(!r.headers.iter().any(|(k, _)| k == "authorization"));
@@ -274,5 +283,7 @@ mod tests {
         let p = plan("");
         let other = Grant::Password(Basic { user: "john".into(), password: "x".into() });
         assert_ne!(john().cache_key(&p), other.cache_key(&p));
+        assert!(john().cache_key(&p).is_some());
+        assert_eq!(Grant::RefreshToken("rt".into()).cache_key(&p), None);
     }
 }

@@ -52,6 +52,8 @@ pub enum Purpose {
     Discovery,
     Jwks,
     Token,
+    Introspection,
+    Userinfo,
 }
 
 /// One HTTP request to the IdP through an Envoy cluster.

@@ -5,6 +5,7 @@
 //! [`crate::host`] carries them out. Everything here is tested natively with `cargo test`.
 
 pub mod claims;
+pub mod cache;
 pub mod client_auth;
 pub mod config;
 pub mod credentials;
@@ -13,6 +14,8 @@ pub mod error;
 pub mod flow;
 pub mod grants;
 pub mod idp;
+pub mod introspection;
 pub mod jwt;
 pub mod reply;
-pub mod token_cache;
+pub mod upstream;
+

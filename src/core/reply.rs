@@ -25,4 +25,8 @@ pub struct Forward {
     pub remove: Vec<String>,
     /// Headers set (replacing any value) after the removals.
     pub set: Vec<(String, String)>,
+    /// A new `:path` (a credential removed from the query).
+    pub set_path: Option<String>,
+    /// Headers added to the response the client gets.
+    pub response_set: Vec<(String, String)>,
 }

@@ -1,6 +1,6 @@
 """pytest fixtures for the integration tests (see harness.py for the helpers).
 
-Session-scoped: `pki`, `idp`, `upstream`.
+Session-scoped: `pki`, `idp`, `jwt_idp` (JWT access tokens), `upstream`.
 Function-scoped: `envoy` (factory), `idp_factory` (extra IdPs with custom env).
 
     def test_something(envoy, idp, upstream):
@@ -48,6 +48,19 @@ def idp(pki, tmp_path_factory) -> Iterable[IdP]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def jwt_idp(pki, tmp_path_factory) -> Iterable[IdP]:
+    """A second shared IdP started with JWT_ACCESS_TOKENS=1: its password grant
+    issues RS256 JWT access tokens (aud harness.JWT_AUDIENCE, groups, roles,
+    realm_access.roles, cnf when certificate-bound); token_format="opaque"
+    still gives opaque ones.  Never restart it (use idp_factory for that)."""
+    server = harness.start_idp(pki, tmp_path_factory.mktemp("jwt-idp") / "idp.log", env={"JWT_ACCESS_TOKENS": "1"})
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def idp_factory(pki, tmp_path, request):
     """Start extra IdPs with custom env, e.g. idp_factory(env={"ACCESS_TOKEN_TTL": "2"})."""
@@ -84,7 +97,7 @@ def envoy(pki, idp, upstream, tmp_path, request):
     envoy(plugin_config=None, *, concurrency=1, mtls_cert="client", extra_clusters=(),
           expect_start=True, with_filter=True, idp=None, base_id=None,
           log_level="info", component_log_level=None, wasm_path=harness.WASM_PATH,
-          mutate=None, timeout=30) -> harness.Envoy
+          mutate=None, timeout=30, downstream_mtls=False) -> harness.Envoy
 
     plugin_config: dict (dumped as YAML) or str (verbatim); None = the demo's
     configuration with the issuer of the IdP in use.
@@ -92,6 +105,10 @@ def envoy(pki, idp, upstream, tmp_path, request):
     'selfsigned', 'downstream', ...) or None for no client certificate.
     idp: another harness.IdP (e.g. from idp_factory) to point the clusters at.
     component_log_level: e.g. "wasm:debug".
+    downstream_mtls: True = the listener is TLS and requires a client
+    certificate of the test CA; "optional" = requested, verified if sent.
+    The Envoy's url() is then https and get()/request() take cert= (a PKI
+    name like 'client', 'downstream', 'downstream2', or None).
     """
     started: list[Envoy] = []
     counter = itertools.count()
@@ -101,7 +118,7 @@ def envoy(pki, idp, upstream, tmp_path, request):
               extra_clusters: Iterable[dict] = (), expect_start: bool = True, with_filter: bool = True,
               idp: IdP | None = None, base_id: int | None = None, log_level: str = "info",
               component_log_level: str | None = None, wasm_path: Path | str = harness.WASM_PATH,
-              mutate: Any = None, timeout: float = 30.0) -> Envoy:
+              mutate: Any = None, timeout: float = 30.0, downstream_mtls: bool | str = False) -> Envoy:
         the_idp = idp or default_idp
         if with_filter and not Path(wasm_path).exists():
             pytest.fail(f"{wasm_path} not found: build the filter first (make build)", pytrace=False)
@@ -110,12 +127,12 @@ def envoy(pki, idp, upstream, tmp_path, request):
             pki=pki, idp_port=the_idp.port, idp_mtls_port=the_idp.mtls_port, upstream_port=upstream.port,
             listen_port=port, admin_port=admin_port, plugin_config=plugin_config, issuer=the_idp.issuer,
             mtls_cert=mtls_cert, with_filter=with_filter, wasm_path=wasm_path, extra_clusters=extra_clusters,
-            mutate=mutate,
+            mutate=mutate, downstream_mtls=downstream_mtls,
         )
         proxy = harness.start_envoy(
             cfg, tmp_path, port=port, admin_port=admin_port, concurrency=concurrency, base_id=base_id,
             log_level=log_level, component_log_level=component_log_level, expect_start=expect_start,
-            timeout=timeout, name=f"envoy-{next(counter)}",
+            timeout=timeout, name=f"envoy-{next(counter)}", pki=pki,
         )
         started.append(proxy)
         return proxy

@@ -31,6 +31,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IDP_DIR = REPO_ROOT / "tests" / "idp"
+SIGN_SCRIPT = IDP_DIR / "sign.js"
 PKI_SCRIPT = REPO_ROOT / "tests" / "pki" / "gen.sh"
 ECHO_SCRIPT = REPO_ROOT / "tests" / "upstream" / "echo.py"
 DEMO_CONFIG = REPO_ROOT / "envoy" / "demo.yaml"
@@ -58,6 +59,11 @@ CLIENT_AUTH = {
     "client-none": "none",
     "resource-server": "client_secret_basic",
 }
+# Claims the IdP puts in access tokens (JWT payload / introspection answer)
+USER_GROUPS = {"john": ["admins", "users"], "jane": ["users"]}
+USER_ROLES = {"john": ["reader", "writer"], "jane": ["reader"]}
+# Default audience of JWT access tokens (IdP env JWT_AUDIENCE)
+JWT_AUDIENCE = "https://api.example.com"
 
 
 def envoy_binary() -> str:
@@ -214,20 +220,47 @@ def ensure_idp_deps() -> None:
 class IdP:
     """The running test IdP (tests/idp/idp.js)."""
 
-    def __init__(self, process: ManagedProcess, port: int, issuer: str, pki: PKI, mtls_port: int | None = None):
+    def __init__(self, process: ManagedProcess, port: int, issuer: str, pki: PKI, mtls_port: int | None = None,
+                 env: Mapping[str, str] | None = None):
         self.process = process
         self.port = port
         self.mtls_port = mtls_port
         self.issuer = issuer
         self.pki = pki
+        self.env = dict(env or {})
         self.base_url = f"https://localhost:{port}"
+        self.restarts = 0
 
     # -- process ------------------------------------------------------------
     def log(self) -> str:
+        """Log of the current process (after restart(): of the new one only)."""
         return self.process.log()
 
     def stop(self) -> None:
         self.process.stop()
+
+    def restart(self, env: Mapping[str, str] | None = None, *, timeout: float = 20.0) -> "IdP":
+        """Stop and start the IdP again on the same port(s), same issuer.
+
+        env: variables merged over the original ones, e.g. key rotation:
+        idp.restart(env={"SIGNING_KEY": "idp2.key", "SIGNING_KID": "idp-sig-2"}).
+        In-memory state (opaque tokens, grants) is lost.  The new log goes to
+        `<log>.restart-N` and log() reads that one.
+        """
+        self.process.stop()
+        self.restarts += 1
+        merged = {**self.env, **(env or {})}
+        log_path = self.process.log_path.with_name(f"{self.process.log_path.name}.restart-{self.restarts}")
+        fresh = start_idp(self.pki, log_path, port=self.port, env=merged, mtls_port=self.mtls_port, timeout=timeout)
+        assert fresh.issuer == self.issuer, (fresh.issuer, self.issuer)
+        self.process = fresh.process
+        self.env = merged
+        return self
+
+    def jwks(self) -> dict:
+        r = self.request("GET", "/jwks")
+        r.raise_for_status()
+        return r.json()
 
     # -- http ---------------------------------------------------------------
     def url(self, path: str = "/") -> str:
@@ -282,12 +315,23 @@ class IdP:
 
     def password_grant(self, client_id: str = "client-secret-basic", username: str = "john",
                        password: str | None = None, scope: str = "openid profile email", *,
-                       cert: Any = "default", check: bool = True) -> dict | requests.Response:
-        """Resource-owner password grant. Returns the token JSON (check=True) or the Response."""
-        r = self.token_request(client_id, {
+                       cert: Any = "default", check: bool = True, token_format: str | None = None,
+                       audience: str | Iterable[str] | None = None) -> dict | requests.Response:
+        """Resource-owner password grant. Returns the token JSON (check=True) or the Response.
+
+        token_format: "jwt" | "opaque" (IdP default: jwt when started with
+        JWT_ACCESS_TOKENS=1, else opaque).  audience: the JWT's aud (a string,
+        or several values; implies jwt; default JWT_AUDIENCE).
+        """
+        data = {
             "grant_type": "password", "username": username,
             "password": USERS.get(username, "") if password is None else password, "scope": scope,
-        }, cert=cert)
+        }
+        if token_format:
+            data["token_format"] = token_format
+        if audience is not None:
+            data["audience"] = audience if isinstance(audience, str) else " ".join(audience)
+        r = self.token_request(client_id, data, cert=cert)
         if not check:
             return r
         assert r.status_code == 200, f"password grant failed: {r.status_code} {r.text}"
@@ -350,7 +394,86 @@ def start_idp(pki: PKI, log_path: Path, *, port: int | None = None, env: Mapping
     except Exception:
         proc.stop()
         raise
-    return IdP(proc, port, m.group(1), pki, mtls_port)
+    return IdP(proc, port, m.group(1), pki, mtls_port, env=dict(env or {}))
+
+
+# ---------------------------------------------------------------------------
+# JWTs (crafted by tests/idp/sign.js: the venv has no crypto package)
+# ---------------------------------------------------------------------------
+def _node_json_io(req: Mapping[str, Any]) -> str:
+    node = shutil.which("node") or "node"
+    r = subprocess.run([node, str(SIGN_SCRIPT)], input=json.dumps(req).encode(), capture_output=True, timeout=20,
+                       cwd=str(IDP_DIR))
+    if r.returncode != 0:
+        raise RuntimeError(f"sign.js failed: {r.stderr.decode(errors='replace')}")
+    return r.stdout.decode()
+
+
+def make_jwt(header: Mapping[str, Any] | None, claims: Mapping[str, Any] | str, key: str | Path | None = None,
+             alg: str = "RS256", *, secret: str | bytes | None = None) -> str:
+    """A compact JWS.
+
+    header: extra/overriding header members (``alg`` defaults to `alg`; set a
+    different ``header["alg"]`` to lie about it).  claims: dict, or a string
+    used verbatim as the payload.  key: PEM file (private key for RS*/PS*/ES*/
+    EdDSA; for HS* the file's bytes are the HMAC secret unless `secret` is
+    given).  alg "none" gives an unsigned token ("h.p.").
+    """
+    if alg == "none" or (alg.startswith("HS") and secret is not None):
+        # pure Python, no node round trip
+        import base64
+        import hashlib
+        import hmac
+        h = {"alg": alg, **(header or {})}
+        payload = claims if isinstance(claims, str) else json.dumps(claims)
+        b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()  # noqa: E731
+        signing_input = f"{b64(json.dumps(h).encode())}.{b64(payload.encode())}"
+        if alg == "none":
+            return signing_input + "."
+        digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[alg]
+        sec = secret.encode() if isinstance(secret, str) else secret
+        return signing_input + "." + b64(hmac.new(sec, signing_input.encode(), digest).digest())
+    req: dict[str, Any] = {"op": "sign", "header": dict(header or {}), "claims": claims, "alg": alg}
+    if key is not None:
+        req["key"] = str(key)
+    if secret is not None:
+        req["secret"] = secret if isinstance(secret, str) else secret.decode()
+    return _node_json_io(req).strip()
+
+
+def public_key(key: str | Path, kid: str | None = None) -> dict:
+    """{"pem": SPKI PEM, "jwk": public JWK} of a PEM private key file."""
+    return json.loads(_node_json_io({"op": "public", "key": str(key), "kid": kid}))
+
+
+def decode_jwt(token: str) -> tuple[dict, dict]:
+    """(header, claims) of a compact JWS, NOT verified."""
+    import base64
+
+    def part(p: str) -> dict:
+        return json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+    h, p, _ = token.split(".")
+    return part(h), part(p)
+
+
+def idp_jwt(idp: "IdP", claims: Mapping[str, Any] | None = None, *, key: str = "idp.key", kid: str = "idp-sig-1",
+            alg: str = "RS256", header: Mapping[str, Any] | None = None, ttl: int = 300,
+            drop: Iterable[str] = ()) -> str:
+    """A JWT access token as the IdP would issue it (signed with its key from
+    the PKI, kid idp-sig-1) for john, with `claims` merged over the defaults
+    (iss, sub, aud, iat, exp=now+ttl, scope, client_id, groups, roles,
+    realm_access) and the names in `drop` removed."""
+    now = int(time.time())
+    base: dict[str, Any] = {
+        "iss": idp.issuer, "sub": "john", "aud": JWT_AUDIENCE, "iat": now, "exp": now + ttl,
+        "jti": f"test-{now}-{os.urandom(4).hex()}", "scope": "openid profile email api:read",
+        "client_id": "client-secret-basic", "groups": list(USER_GROUPS["john"]), "roles": list(USER_ROLES["john"]),
+        "realm_access": {"roles": list(USER_ROLES["john"])},
+    }
+    base.update(claims or {})
+    for name in drop:
+        base.pop(name, None)
+    return make_jwt({"typ": "at+jwt", "kid": kid, **(header or {})}, base, idp.pki.path(key), alg)
 
 
 # ---------------------------------------------------------------------------
@@ -448,20 +571,29 @@ def build_envoy_config(*, pki: PKI, idp_port: int, upstream_port: int, listen_po
                        mtls_cert: str | None = "client", idp_mtls_port: int | None = None,
                        with_filter: bool = True, wasm_path: Path | str = WASM_PATH,
                        extra_clusters: Iterable[dict] = (), base: dict | None = None,
+                       downstream_mtls: bool | str = False,
                        mutate: Callable[[dict], None] | None = None) -> dict:
     """envoy/demo.yaml rewritten for the test topology.
 
     plugin_config: dict (dumped as YAML), str (verbatim) or None (demo's, with
     `issuer` replaced).  mtls_cert: PKI name presented by the `idp-mtls`
     cluster, or None for no client certificate.  idp_mtls_port: port of the
-    idp-mtls cluster (defaults to idp_port).  mutate: last-minute hook
-    receiving the config dict.
+    idp-mtls cluster (defaults to idp_port).  downstream_mtls: False (plain
+    HTTP listener), True (TLS listener requiring a client certificate signed
+    by the test CA) or "optional" (TLS, client certificate requested and
+    verified when presented).  mutate: last-minute hook receiving the config
+    dict.
     """
     cfg = _rewrite_paths(copy.deepcopy(base or load_demo_config()), pki)
     cfg["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=admin_port)
 
     listener = cfg["static_resources"]["listeners"][0]
     listener["address"]["socket_address"].update(address="127.0.0.1", port_value=listen_port)
+    if downstream_mtls:
+        if downstream_mtls not in (True, "optional", "required"):
+            raise ValueError(f"downstream_mtls: True, 'optional' or False, not {downstream_mtls!r}")
+        for chain in listener["filter_chains"]:
+            chain["transport_socket"] = downstream_tls_socket(pki, require_client_certificate=downstream_mtls != "optional")
 
     clusters = {c["name"]: c for c in cfg["static_resources"]["clusters"]}
     _set_cluster_port(clusters["idp"], idp_port)
@@ -495,13 +627,35 @@ def build_envoy_config(*, pki: PKI, idp_port: int, upstream_port: int, listen_po
     return cfg
 
 
+def downstream_tls_socket(pki: PKI, *, require_client_certificate: bool = True) -> dict:
+    """Listener transport socket: server cert idp.crt (SAN localhost, 127.0.0.1),
+    client certificates verified against the test CA."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "require_client_certificate": require_client_certificate,
+            "common_tls_context": {
+                "tls_certificates": [{
+                    "certificate_chain": {"filename": str(pki.path("idp.crt"))},
+                    "private_key": {"filename": str(pki.path("idp.key"))},
+                }],
+                "validation_context": {"trusted_ca": {"filename": str(pki.path("ca.crt"))}},
+            },
+        },
+    }
+
+
 class Envoy:
-    def __init__(self, process: ManagedProcess, *, port: int, admin_port: int, config: dict, config_path: Path):
+    def __init__(self, process: ManagedProcess, *, port: int, admin_port: int, config: dict, config_path: Path,
+                 pki: PKI | None = None, tls: bool = False):
         self.process = process
         self.port = port
         self.admin_port = admin_port
         self.config = config
         self.config_path = config_path
+        self.pki = pki
+        self.tls = tls
 
     # -- process ------------------------------------------------------------
     @property
@@ -524,15 +678,31 @@ class Envoy:
 
     # -- http ---------------------------------------------------------------
     def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        """http://127.0.0.1:PORT/... or, with downstream TLS, https://127.0.0.1:PORT/..."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}{path}"
 
     def admin_url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.admin_port}{path}"
 
-    def request(self, method: str, path: str = "/", **kw: Any) -> requests.Response:
-        """Request through the listener; redirects are NOT followed by default."""
+    def request(self, method: str, path: str = "/", *, cert: str | tuple[str, str] | None = None,
+                **kw: Any) -> requests.Response:
+        """Request through the listener; redirects are NOT followed by default.
+
+        With downstream TLS: cert is a PKI name ('client', 'downstream',
+        'downstream2', ...), a (crt, key) tuple or None (no client
+        certificate); the listener is verified against the test CA unless
+        `verify=` says otherwise.
+        """
         kw.setdefault("timeout", 15)
         kw.setdefault("allow_redirects", False)
+        if isinstance(cert, str):
+            if self.pki is None:
+                raise ValueError("cert by name needs the PKI")
+            cert = self.pki.cert(cert)
+        if cert is not None:
+            kw["cert"] = cert
+        if self.tls and self.pki is not None:
+            kw.setdefault("verify", str(self.pki.ca_crt))
         return requests.request(method, self.url(path), **kw)
 
     def get(self, path: str = "/", **kw: Any) -> requests.Response:
@@ -553,7 +723,8 @@ class Envoy:
 
 def start_envoy(config: dict, workdir: Path, *, port: int, admin_port: int, concurrency: int = 1,
                 base_id: int | None = None, log_level: str = "info", component_log_level: str | None = None,
-                expect_start: bool = True, timeout: float = 30.0, name: str = "envoy") -> Envoy:
+                expect_start: bool = True, timeout: float = 30.0, name: str = "envoy",
+                pki: PKI | None = None) -> Envoy:
     """Write `config` to workdir and start Envoy from the repo root.
 
     expect_start=True: wait for admin /ready == 200 (raises with the log if it
@@ -570,7 +741,8 @@ def start_envoy(config: dict, workdir: Path, *, port: int, admin_port: int, conc
     if base_id is not None:
         argv += ["--base-id", str(base_id)]
     proc = ManagedProcess(name, argv, workdir / f"{name}.log")
-    envoy = Envoy(proc, port=port, admin_port=admin_port, config=config, config_path=config_path)
+    tls = any("transport_socket" in chain for chain in config["static_resources"]["listeners"][0]["filter_chains"])
+    envoy = Envoy(proc, port=port, admin_port=admin_port, config=config, config_path=config_path, pki=pki, tls=tls)
 
     deadline = time.monotonic() + timeout
     if not expect_start:

@@ -1,0 +1,124 @@
+//! Per-worker caches of what the IdP (or a signature check) already established: grant
+//! results, verified JWTs, introspection answers.
+//!
+//! Keys are SHA-256 hashes over length-prefixed parts, so a wrong password can never hit
+//! another user's cached token, and neither passwords nor tokens are kept as keys. Entries
+//! expire shortly before the token does.
+
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+
+/// Hash of everything that identifies a cached answer.
+pub type Key = [u8; 32];
+
+/// Builds a key from length-prefixed parts (no ambiguity between `ab|c` and `a|bc`).
+pub fn key(parts: &[&str]) -> Key {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p.as_bytes());
+    }
+    h.finalize().into()
+}
+
+/// Never cache for less than this …
+const MIN_TTL_MS: u64 = 1_000;
+/// … and stop using an entry this long before the token expires, at most.
+const MAX_MARGIN_MS: u64 = 30_000;
+
+/// When to stop using a token that expires at `expires_at_ms`: a tenth of its remaining
+/// life early, at most 30 s. `None` when it is not worth caching.
+pub fn usable_until(expires_at_ms: u64, now_ms: u64) -> Option<u64> {
+    let ttl = expires_at_ms.saturating_sub(now_ms);
+    let usable = ttl.saturating_sub((ttl / 10).min(MAX_MARGIN_MS));
+    (usable >= MIN_TTL_MS).then_some(now_ms + usable)
+}
+
+struct Entry<V> {
+    value: V,
+    until_ms: u64,
+}
+
+/// A bounded map from key to value with expiry.
+pub struct Cache<V> {
+    entries: HashMap<Key, Entry<V>>,
+    capacity: usize,
+}
+
+impl<V> Cache<V> {
+    pub fn new(capacity: usize) -> Self {
+        Cache { entries: HashMap::new(), capacity: capacity.max(1) }
+    }
+
+    pub fn get(&self, key: &Key, now_ms: u64) -> Option<&V> {
+        self.entries.get(key).filter(|e| e.until_ms > now_ms).map(|e| &e.value)
+    }
+
+    /// Stores `value` for a token expiring at `expires_at_ms` (see [`usable_until`]).
+    pub fn put(&mut self, key: Key, value: V, expires_at_ms: u64, now_ms: u64) {
+        let Some(until_ms) = usable_until(expires_at_ms, now_ms) else { return };
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
+            self.entries.retain(|_, e| e.until_ms > now_ms);
+            if self.entries.len() >= self.capacity {
+                // Still full of live entries: drop the one closest to expiry.
+                if let Some(k) = self.entries.iter().min_by_key(|(_, e)| e.until_ms).map(|(k, _)| *k) {
+                    self.entries.remove(&k);
+                }
+            }
+        }
+        self.entries.insert(key, Entry { value, until_ms });
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_separate_users_and_passwords() {
+        let a = key(&["password", "c", "john", "doe", "openid"]);
+        assert_ne!(a, key(&["password", "c", "john", "doe2", "openid"]));
+        assert_ne!(a, key(&["password", "c", "jane", "doe", "openid"]));
+        assert_ne!(key(&["ab", "c"]), key(&["a", "bc"]));
+        assert_eq!(a, key(&["password", "c", "john", "doe", "openid"]));
+    }
+
+    #[test]
+    fn expires_before_the_token() {
+        let mut c = Cache::new(10);
+        let k = key(&["x"]);
+        c.put(k, "tok", 100_000, 0);
+        assert_eq!(c.get(&k, 89_999), Some(&"tok"));
+        assert_eq!(c.get(&k, 90_000), None);
+        c.put(k, "tok", 3_600_000, 0);
+        assert_eq!(c.get(&k, 3_570_000 - 1), Some(&"tok"));
+        assert_eq!(c.get(&k, 3_570_000), None);
+    }
+
+    #[test]
+    fn short_lived_not_cached() {
+        let mut c = Cache::new(10);
+        c.put(key(&["y"]), "tok", 500, 0);
+        c.put(key(&["z"]), "tok", 0, 10);
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn bounded() {
+        let mut c = Cache::new(3);
+        for i in 0..10u64 {
+            c.put(key(&[&i.to_string()]), "t", 100_000 + i, 0);
+        }
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.get(&key(&["9"]), 0), Some(&"t"));
+    }
+}
