@@ -19,12 +19,19 @@ all: build
 ## build: the release filter in dist/oidc.wasm
 build: $(WASM)
 
-$(WASM): $(SOURCES) | target
+WASM_OPT     := tools/node_modules/binaryen/bin/wasm-opt
+WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-globals --enable-nontrapping-float-to-int
+
+$(WASM): $(SOURCES) | target $(WASM_OPT)
 	cargo build --release --locked --target $(TARGET)
 	mkdir -p dist
-	cp target/$(TARGET)/release/envoy_oidc.wasm $(WASM)
+	$(WASM_OPT) -Oz $(WASM_FEATURES) target/$(TARGET)/release/envoy_oidc.wasm -o $(WASM)
 	@ls -l $(WASM) | awk '{print "dist/oidc.wasm:", $$5, "bytes"}'
 	@test $$(stat -c %s $(WASM)) -lt 1048576 || { echo "dist/oidc.wasm is over 1 MiB"; exit 1; }
+
+$(WASM_OPT): tools/package-lock.json
+	npm ci --prefix tools --no-audit --no-fund --loglevel=error
+	@touch $(WASM_OPT)
 
 target:
 	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)

@@ -207,6 +207,15 @@ impl Lease {
         }
     }
 
+    /// Whether an early re-fetch may take the lease (a key the JWKS does not have): only
+    /// from a holder that succeeded (not during someone's fetch, nor during a backoff).
+    pub fn claimable_early(current: Option<&[u8]>, now_ms: u64, timeout_ms: u64) -> bool {
+        match current.and_then(Lease::decode) {
+            None => true,
+            Some(l) => now_ms >= l.until_ms || (l.failures == 0 && l.until_ms > now_ms + 2 * timeout_ms),
+        }
+    }
+
     /// The lease `me` writes to start a fetch, keeping the failure count of the old one.
     pub fn take(current: Option<&[u8]>, me: u64, now_ms: u64, timeout_ms: u64) -> Lease {
         let failures = current.and_then(Lease::decode).map(|l| l.failures).unwrap_or(0);
@@ -300,6 +309,11 @@ mod tests {
         assert_eq!(l.until_ms, MAX_BACKOFF_MS);
         assert_eq!(l.succeeded(10).failures, 0);
         assert!(Lease::claimable(Some(b"garbage"), 0));
+        // early re-fetch: allowed after a success, not during a fetch or a backoff
+        let fetching = Lease::take(None, 7, 1000, 100);
+        assert!(!Lease::claimable_early(Some(&fetching.encode()), 1001, 100));
+        assert!(Lease::claimable_early(Some(&fetching.succeeded(1050).encode()), 1100, 100));
+        assert!(!Lease::claimable_early(Some(&fetching.failed(1050).encode()), 1100, 100));
         assert_eq!(Lease::decode(&l.encode()), Some(l));
     }
 }

@@ -1,5 +1,5 @@
-//! The HTTP context: reads what the core needs from the request and lets the worker carry
-//! out the decision.
+//! The HTTP context: reads what the plan needs from the request, lets the worker carry out
+//! the decision, and adds response headers the decision asked for.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -8,27 +8,28 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
-use crate::core::flow::Flow;
-use crate::host::worker::{SharedFlow, Worker};
+use crate::core::config::{AuthMethod, Pop};
+use crate::core::flow::Inputs;
+use crate::host::io::request_header;
+use crate::host::worker::{Request, SharedRequest, Worker};
 
 pub struct Filter {
     context_id: u32,
     worker: Rc<Worker>,
-    flow: SharedFlow,
+    request: SharedRequest,
 }
 
 impl Filter {
     pub fn new(context_id: u32, worker: Rc<Worker>) -> Self {
-        Filter { context_id, worker, flow: Rc::new(RefCell::new(Flow::new())) }
+        Filter { context_id, worker, request: Rc::new(RefCell::new(Request::default())) }
     }
 }
 
-/// A request header as text; bytes that are not UTF-8 become U+FFFD (never a panic).
-fn request_header(name: &str) -> Option<String> {
-    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-        .ok()
-        .flatten()
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
+/// Lowercase hex SHA-256 of the client certificate Envoy verified on this connection.
+fn peer_certificate_digest() -> Option<String> {
+    let bytes = hostcalls::get_property(vec!["connection", "sha256_peer_certificate_digest"]).ok().flatten()?;
+    let s = String::from_utf8(bytes).ok()?;
+    (!s.is_empty()).then_some(s)
 }
 
 impl Context for Filter {
@@ -39,7 +40,26 @@ impl Context for Filter {
 
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let plan = &self.worker.plan;
         let authorization = request_header("authorization");
-        self.worker.start(self.context_id, &self.flow, authorization.as_deref())
+        let path = (plan.bearer.query).then(|| request_header(":path")).flatten();
+        let cookie = plan.bearer.cookie.as_ref().and_then(|_| request_header("cookie"));
+        let refresh = if plan.has(AuthMethod::RefreshToken) { request_header(&plan.refresh_token_header) } else { None };
+        let peer = if plan.pop != Pop::Off { peer_certificate_digest() } else { None };
+        let inputs = Inputs {
+            authorization: authorization.as_deref(),
+            path: path.as_deref(),
+            cookie: cookie.as_deref(),
+            refresh_token: refresh.as_deref(),
+            peer_cert_sha256: peer.as_deref(),
+        };
+        self.worker.start(self.context_id, &self.request, inputs)
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        for (name, value) in std::mem::take(&mut self.request.borrow_mut().response_headers) {
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, &name, Some(&value));
+        }
+        Action::Continue
     }
 }
