@@ -59,8 +59,8 @@ pub struct Inputs<'a> {
 pub struct Caches {
     /// Password / client credentials grant results.
     pub grants: Cache<Rc<Identity>>,
-    /// Claims of verified JWT access tokens.
-    pub jwts: Cache<Rc<Claims>>,
+    /// Claims of verified JWT access tokens, with the `kid` that signed them.
+    pub jwts: Cache<(Rc<Claims>, String)>,
     /// Introspection answers for active tokens.
     pub introspections: Cache<Rc<Claims>>,
 }
@@ -254,9 +254,13 @@ impl Flow {
         match op {
             Op::Jwt { refreshed } => {
                 let key = cache::key(&["jwt", &self.token]);
-                if let Some(claims) = env.caches.jwts.get(&key, env.now_ms) {
-                    let identity = Identity { access_token: self.token.clone(), claims: claims.clone(), ..Default::default() };
-                    return self.finish(plan, identity, None);
+                // A cached verification holds only while its key is still published: a key
+                // removed from the JWKS (rotated out, compromised) stops its tokens at once.
+                if let (Some((claims, kid)), Some(keys)) = (env.caches.jwts.get(&key, env.now_ms), env.keys) {
+                    if keys.has_kid(kid) {
+                        let identity = Identity { access_token: self.token.clone(), claims: claims.clone(), ..Default::default() };
+                        return self.finish(plan, identity, None);
+                    }
                 }
                 let Some(meta) = env.meta else { return self.wait(Op::Jwt { refreshed }) };
                 if meta.jwks_uri.is_none() {
@@ -266,8 +270,8 @@ impl Flow {
                 match keys.verify(&self.token, &plan.issuer, plan.leeway, env.now_ms / 1000) {
                     Ok(claims) => {
                         let claims = Rc::new(claims);
-                        if let Some(exp) = claims.get("exp").and_then(|e| e.as_u64()) {
-                            env.caches.jwts.put(key, claims.clone(), exp.saturating_mul(1000), env.now_ms);
+                        if let (Some(exp), Some(kid)) = (claims.get("exp").and_then(|e| e.as_u64()), jwt::kid(&self.token)) {
+                            env.caches.jwts.put(key, (claims.clone(), kid), exp.saturating_mul(1000), env.now_ms);
                         }
                         let identity = Identity { access_token: self.token.clone(), claims, ..Default::default() };
                         self.finish(plan, identity, None)
@@ -575,10 +579,11 @@ mod tests {
         let step = w.with(|env| flow.idp_ready(env));
         assert_eq!(set(&step, "authorization"), Some(auth.as_str()));
         assert_eq!(w.caches.jwts.len(), 1);
-        // from the cache even without keys
-        w.keys = None;
+        // from the cache while the key is published; not once it is gone
         let step = w.start(&mut Flow::new(), basic(&auth));
         assert_eq!(set(&step, "authorization"), Some(auth.as_str()));
+        w.keys = Some(KeySet::parse(br#"{"keys":[]}"#).unwrap());
+        assert_eq!(w.start(&mut Flow::new(), basic(&auth)), Step::RefreshKeys);
     }
 
     #[test]

@@ -154,6 +154,11 @@ impl KeySet {
         self.count == 0
     }
 
+    /// Whether a key with this `kid` is (still) in the set.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.keys().any(|(k, _)| k == kid)
+    }
+
     /// Verifies `token` and returns its claims.
     pub fn verify(&self, token: &str, issuer: &str, leeway_secs: u64, now_secs: u64) -> Result<Claims, JwtError> {
         let header = decode_part(token, 0)?;
@@ -225,6 +230,12 @@ fn decode_part(token: &str, i: usize) -> Result<Claims, JwtError> {
     let part = if i == 0 { h } else { p };
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).map_err(|_| JwtError::Malformed)?;
     serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed)
+}
+
+/// The `kid` of a compact JWS header (empty when absent).
+pub fn kid(token: &str) -> Option<String> {
+    let header = decode_part(token, 0).ok()?;
+    Some(header.get("kid").and_then(|k| k.as_str()).unwrap_or("").to_string())
 }
 
 /// Whether a bearer token looks like a JWS (three base64url parts); opaque tokens go to

@@ -243,7 +243,7 @@ def test_hide_credentials_removes_what_the_client_sent(envoy, jwt_idp, upstream)
     r = proxy.get("/q", params={"a": "1", "access_token": token, "b": "2"})
     headers = upstream_headers(r)
     assert r.json()["path"] == "/q?a=1&b=2"
-    assert token not in json.dumps(r.json())
+    assert token not in r.json()["path"]
     assert headers["x-access-token"] == token
     # cookie: only the bearer cookie is removed
     r = proxy.get("/c", cookies={"at": token, "other": "x"})
