@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::core::claims::Rule;
 use crate::core::client_auth::{ClientAuth, Signer};
 use crate::core::idp::Endpoint;
+use crate::core::session::{CookieAttrs, Sealer, Timeouts};
 
 /// A configuration error, always naming the offending key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,13 +57,15 @@ impl AuthMethod {
     }
 
     /// Methods this build implements.
-    pub const SUPPORTED: [AuthMethod; 6] = [
+    pub const SUPPORTED: [AuthMethod; 8] = [
+        AuthMethod::Session,
         AuthMethod::Bearer,
         AuthMethod::Introspection,
         AuthMethod::Userinfo,
         AuthMethod::RefreshToken,
         AuthMethod::Password,
         AuthMethod::ClientCredentials,
+        AuthMethod::AuthorizationCode,
     ];
 
     /// Methods whose credential is a bearer access token.
@@ -180,6 +183,31 @@ impl UpstreamHeaders {
     }
 }
 
+/// Browser sessions (`session`, `authorization_code`).
+#[derive(Debug)]
+pub struct Sessions {
+    pub sealer: Sealer,
+    pub cookie_name: String,
+    pub authorization_cookie_name: String,
+    pub attrs: CookieAttrs,
+    pub timeouts: Timeouts,
+    /// Lifetime of the authorization cookie (seconds).
+    pub authorization_ttl: u64,
+}
+
+/// Logout (`logout_*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Logout {
+    pub uri_suffix: Option<String>,
+    pub query_arg: Option<String>,
+    /// Upper-case methods.
+    pub methods: Vec<String>,
+    pub revoke: bool,
+    pub revoke_access_token: bool,
+    pub revoke_refresh_token: bool,
+    pub redirect_uri: Option<String>,
+}
+
 /// The validated, immutable configuration.
 #[derive(Debug)]
 pub struct Plan {
@@ -213,6 +241,12 @@ pub struct Plan {
     pub downstream_refresh_token_header: String,
     pub hide_credentials: bool,
     pub pop: Pop,
+    /// Present when `session` or `authorization_code` is configured.
+    pub sessions: Option<Sessions>,
+    /// `redirect_uri`: the first is sent to the IdP; the paths of all are callbacks.
+    pub redirect_uris: Vec<Endpoint>,
+    pub refresh_tokens: bool,
+    pub logout: Logout,
 }
 
 #[derive(Deserialize)]
@@ -277,6 +311,27 @@ struct Raw {
     downstream_refresh_token_header: Option<String>,
     hide_credentials: Option<bool>,
     proof_of_possession_mtls: Option<String>,
+    redirect_uri: Option<OneOrMany>,
+    session_secret: Option<String>,
+    session_cookie_name: Option<String>,
+    session_cookie_path: Option<String>,
+    session_cookie_domain: Option<String>,
+    session_cookie_same_site: Option<String>,
+    session_cookie_http_only: Option<bool>,
+    session_cookie_secure: Option<bool>,
+    session_idling_timeout: Option<u64>,
+    session_rolling_timeout: Option<u64>,
+    session_absolute_timeout: Option<u64>,
+    authorization_cookie_name: Option<String>,
+    authorization_rolling_timeout: Option<u64>,
+    refresh_tokens: Option<bool>,
+    logout_uri_suffix: Option<String>,
+    logout_query_arg: Option<String>,
+    logout_methods: Option<Vec<String>>,
+    logout_revoke: Option<bool>,
+    logout_revoke_access_token: Option<bool>,
+    logout_revoke_refresh_token: Option<bool>,
+    logout_redirect_uri: Option<String>,
 }
 
 /// Default IdP call timeout, as Kong's `timeout`.
@@ -294,7 +349,18 @@ impl Plan {
         Plan::from_raw(raw)
     }
 
-    fn from_raw(raw: Raw) -> Result<Plan, ConfigError> {
+    fn from_raw(mut raw: Raw) -> Result<Plan, ConfigError> {
+        // By default every method whose settings are present: sessions need a
+        // `session_secret`, the authorization code flow also a `redirect_uri`.
+        let has_secret = raw.session_secret.is_some();
+        let has_redirect = raw.redirect_uri.is_some();
+        let auth_methods = auth_methods(raw.auth_methods.take(), |m| match m {
+            AuthMethod::Session => has_secret,
+            AuthMethod::AuthorizationCode => has_secret && has_redirect,
+            _ => true,
+        })?;
+        let uses_sessions = auth_methods.contains(&AuthMethod::Session) || auth_methods.contains(&AuthMethod::AuthorizationCode);
+        let sessions = if uses_sessions { Some(sessions(&raw)?) } else { None };
         let issuer = raw.issuer.trim().to_string();
         Endpoint::parse(&issuer).map_err(|e| ConfigError(format!("`issuer`: {e}")))?;
         let discovery = Endpoint::parse(&format!(
@@ -309,7 +375,6 @@ impl Plan {
             .map(|c| non_empty("tls_client_auth_cluster", c))
             .transpose()?;
 
-        let auth_methods = auth_methods(raw.auth_methods)?;
 
         let client_id = match raw.client_id {
             Some(v) => v.single("client_id")?.map(|id| non_empty("client_id", id)).transpose()?,
@@ -450,6 +515,35 @@ impl Plan {
             "downstream_refresh_token_header",
             raw.downstream_refresh_token_header.as_deref().unwrap_or(&refresh_token_header),
         )?;
+        let redirect_uris: Vec<Endpoint> = match raw.redirect_uri {
+            None => Vec::new(),
+            Some(OneOrMany::One(u)) => vec![u],
+            Some(OneOrMany::Many(v)) => v,
+        }
+        .into_iter()
+        .map(|u| Endpoint::parse(u.trim()).map_err(|e| ConfigError(format!("`redirect_uri`: {e}"))))
+        .collect::<Result<_, _>>()?;
+        if auth_methods.contains(&AuthMethod::AuthorizationCode) && redirect_uris.is_empty() {
+            return err("`redirect_uri` is required with the authorization_code method");
+        }
+        let methods = match raw.logout_methods {
+            None => vec!["POST".to_string(), "DELETE".to_string()],
+            Some(m) => m.into_iter().map(|m| m.trim().to_ascii_uppercase()).collect(),
+        };
+        for m in &methods {
+            if !["GET", "POST", "DELETE", "PUT", "PATCH"].contains(&m.as_str()) {
+                return err(format!("`logout_methods`: `{m}` is not an HTTP method the filter can log out on"));
+            }
+        }
+        let logout = Logout {
+            uri_suffix: raw.logout_uri_suffix.filter(|s| !s.trim().is_empty()),
+            query_arg: raw.logout_query_arg.filter(|s| !s.trim().is_empty()),
+            methods,
+            revoke: raw.logout_revoke.unwrap_or(false),
+            revoke_access_token: raw.logout_revoke_access_token.unwrap_or(true),
+            revoke_refresh_token: raw.logout_revoke_refresh_token.unwrap_or(true),
+            redirect_uri: raw.logout_redirect_uri.filter(|s| !s.trim().is_empty()),
+        };
         let leeway = raw.leeway.unwrap_or(0);
         if leeway > 3600 {
             return err("`leeway`: at most 3600 seconds");
@@ -479,6 +573,10 @@ impl Plan {
             downstream_refresh_token_header,
             hide_credentials: raw.hide_credentials.unwrap_or(false),
             pop,
+            sessions,
+            redirect_uris,
+            refresh_tokens: raw.refresh_tokens.unwrap_or(true),
+            logout,
         })
     }
 
@@ -522,6 +620,60 @@ fn non_empty(key: &str, v: String) -> Result<String, ConfigError> {
         return err(format!("`{key}` must not be empty"));
     }
     Ok(v)
+}
+
+fn cookie_name(key: &str, name: &str) -> Result<String, ConfigError> {
+    let name = name.trim();
+    if name.is_empty() || !name.bytes().all(is_token_char) {
+        return err(format!("`{key}`: `{name}` is not a valid cookie name"));
+    }
+    Ok(name.to_string())
+}
+
+fn sessions(raw: &Raw) -> Result<Sessions, ConfigError> {
+    let Some(secret) = raw.session_secret.as_deref().filter(|s| !s.is_empty()) else {
+        return err("`session_secret` is required with the session and authorization_code methods (every worker and Envoy must share it)");
+    };
+    if secret.len() < 16 {
+        return err("`session_secret` must be at least 16 characters");
+    }
+    let same_site = match raw.session_cookie_same_site.as_deref().map(str::trim) {
+        None => Some("Lax".to_string()),
+        Some("Strict") => Some("Strict".to_string()),
+        Some("Lax") => Some("Lax".to_string()),
+        Some("None") => Some("None".to_string()),
+        Some("Default") | Some("off") => None,
+        Some(other) => return err(format!("`session_cookie_same_site`: `{other}` is not one of Strict, Lax, None, Default")),
+    };
+    let path = raw.session_cookie_path.clone().unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') || path.contains(';') || path.chars().any(|c| c.is_control()) {
+        return err("`session_cookie_path` must be a path starting with /");
+    }
+    let domain = raw.session_cookie_domain.clone().filter(|d| !d.is_empty());
+    if domain.as_deref().is_some_and(|d| d.contains(';') || d.contains(' ')) {
+        return err("`session_cookie_domain` is not a valid domain");
+    }
+    Ok(Sessions {
+        sealer: Sealer::new(secret),
+        cookie_name: cookie_name("session_cookie_name", raw.session_cookie_name.as_deref().unwrap_or("session"))?,
+        authorization_cookie_name: cookie_name(
+            "authorization_cookie_name",
+            raw.authorization_cookie_name.as_deref().unwrap_or("authorization"),
+        )?,
+        attrs: CookieAttrs {
+            path,
+            domain,
+            same_site,
+            http_only: raw.session_cookie_http_only.unwrap_or(true),
+            secure: raw.session_cookie_secure,
+        },
+        timeouts: Timeouts {
+            idling: raw.session_idling_timeout.unwrap_or(900),
+            rolling: raw.session_rolling_timeout.unwrap_or(3600),
+            absolute: raw.session_absolute_timeout.unwrap_or(86400),
+        },
+        authorization_ttl: raw.authorization_rolling_timeout.unwrap_or(600).max(1),
+    })
 }
 
 fn header_name(key: &str, name: &str) -> Result<String, ConfigError> {
@@ -583,9 +735,9 @@ fn endpoint_opt(key: &str, v: Option<String>) -> Result<Option<Endpoint>, Config
         .transpose()
 }
 
-fn auth_methods(raw: Option<Vec<String>>) -> Result<Vec<AuthMethod>, ConfigError> {
+fn auth_methods(raw: Option<Vec<String>>, default: impl Fn(AuthMethod) -> bool) -> Result<Vec<AuthMethod>, ConfigError> {
     let Some(raw) = raw else {
-        return Ok(AuthMethod::SUPPORTED.to_vec());
+        return Ok(AuthMethod::SUPPORTED.into_iter().filter(|m| default(*m)).collect());
     };
     if raw.is_empty() {
         return err("`auth_methods` must name at least one method");
@@ -600,7 +752,7 @@ fn auth_methods(raw: Option<Vec<String>>) -> Result<Vec<AuthMethod>, ConfigError
             })?;
         if !AuthMethod::SUPPORTED.contains(&m) {
             return err(format!(
-                "`auth_methods`: `{name}` is not implemented in this version (available: bearer, introspection, userinfo, refresh_token, password, client_credentials)"
+                "`auth_methods`: `{name}` is not implemented in this version"
             ));
         }
         if !out.contains(&m) {
@@ -700,7 +852,11 @@ mod tests {
     fn bad_values_name_the_key() {
         assert!(msg("client_id: c\nclient_auth: tls\n").contains("client_auth"));
         assert!(msg("client_id: c\nauth_methods: [pasword]\n").contains("auth_methods"));
-        assert!(msg("client_id: c\nauth_methods: [authorization_code]\n").contains("not implemented"));
+        assert!(msg("client_id: c\nauth_methods: [authorization_code]\nsession_secret: 0123456789abcdef\n").contains("redirect_uri"));
+        assert!(msg("client_id: c\nauth_methods: [session]\n").contains("session_secret"));
+        assert!(msg("client_id: c\nauth_methods: [session]\nsession_secret: short\n").contains("session_secret"));
+        assert!(msg("client_id: c\nauth_methods: [session]\nsession_secret: 0123456789abcdef\nsession_cookie_same_site: lax\n").contains("session_cookie_same_site"));
+        assert!(msg("client_id: c\nlogout_methods: [CONNECT]\n").contains("logout_methods"));
         assert!(msg("client_id: c\nmtls_token_endpoint: token\n").contains("mtls_token_endpoint"));
         assert!(msg("client_id: c\nupstream_access_token_header: 'x y'\n").contains("upstream_access_token_header"));
         assert!(msg("client_id: c\nscopes: ['a b']\n").contains("scopes"));

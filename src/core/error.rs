@@ -36,6 +36,8 @@ pub enum Error {
     /// A bearer token that is malformed, expired, revoked, wrongly signed or not bound to the
     /// client's certificate (RFC 6750 `invalid_token`).
     InvalidToken(&'static str),
+    /// A browser login could not be completed (state, nonce, ID token, IdP error).
+    LoginFailed(&'static str),
     /// The token is valid but fails a `*_required` rule (RFC 6750 `insufficient_scope`);
     /// carries the rule's config key.
     InsufficientScope(&'static str),
@@ -55,6 +57,7 @@ impl Error {
             Error::EndpointMissing(_) => "idp_misconfigured",
             Error::Internal(_) => "internal_error",
             Error::InvalidToken(_) => "invalid_token",
+            Error::LoginFailed(_) => "login_failed",
             Error::InsufficientScope(_) => "insufficient_scope",
         }
     }
@@ -83,7 +86,7 @@ impl Error {
                 format!("the identity provider publishes no {which}")
             }
             Error::Internal(why) => format!("internal error: {why}"),
-            Error::InvalidToken(why) => (*why).to_string(),
+            Error::InvalidToken(why) | Error::LoginFailed(why) => (*why).to_string(),
             Error::InsufficientScope(rule) => format!("the token does not satisfy `{rule}`"),
         }
     }
@@ -95,7 +98,8 @@ impl Error {
             | Error::MalformedCredentials(_)
             | Error::InvalidCredentials
             | Error::ClientRejected { .. }
-            | Error::InvalidToken(_) => 401,
+            | Error::InvalidToken(_)
+            | Error::LoginFailed(_) => 401,
             Error::InsufficientScope(_) => 403,
             Error::IdpRefused { .. }
             | Error::IdpUnavailable(_)

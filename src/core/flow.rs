@@ -20,7 +20,9 @@ use crate::core::grants::{self, Grant};
 use crate::core::idp::{IdpRequest, IdpResponse};
 use crate::core::introspection;
 use crate::core::jwt::{self, JwtError, KeySet};
-use crate::core::reply::Forward;
+use crate::core::login::{self, Pending};
+use crate::core::reply::{Forward, Reply};
+use crate::core::session::{self, Session};
 use crate::core::upstream::{self, Identity, Original, Presented};
 
 /// What the adapter must do next.
@@ -38,6 +40,8 @@ pub enum Step {
     /// The token's key is unknown: re-fetch the JWKS (throttled), then [`Flow::idp_ready`];
     /// when a re-fetch is not allowed now, [`Flow::timed_out`].
     RefreshKeys,
+    /// Answer the client locally (login and logout redirects, errors that also clear cookies).
+    Respond(Reply),
 }
 
 /// The request data the decision reads. The adapter only fills what the plan uses.
@@ -53,6 +57,12 @@ pub struct Inputs<'a> {
     /// Lowercase hex SHA-256 of the downstream client certificate, when
     /// `proof_of_possession_mtls` is on and the connection has one.
     pub peer_cert_sha256: Option<&'a str>,
+    /// With sessions: `:method`, `Accept`, `X-Requested-With`, and whether the request came
+    /// over https (for `Secure` cookies).
+    pub method: Option<&'a str>,
+    pub accept: Option<&'a str>,
+    pub x_requested_with: Option<&'a str>,
+    pub https: bool,
 }
 
 /// Per-worker caches.
@@ -78,8 +88,21 @@ pub struct Env<'a> {
     pub keys: Option<&'a KeySet>,
     pub caches: &'a mut Caches,
     pub now_ms: u64,
-    /// A fresh unique id for client assertions (`jti`).
-    pub jti: &'a mut dyn FnMut() -> String,
+    /// Fills a buffer with random bytes (assertion ids, login state, cookie nonces).
+    pub random: &'a mut dyn FnMut(&mut [u8]),
+}
+
+impl Env<'_> {
+    /// A fresh unique id for client assertions.
+    fn jti(&mut self) -> String {
+        let mut b = [0u8; 16];
+        (self.random)(&mut b);
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    fn now(&self) -> u64 {
+        self.now_ms / 1000
+    }
 }
 
 /// What the request is waiting for.
@@ -90,6 +113,14 @@ enum Op {
     Introspect,
     Userinfo,
     Grant(Grant),
+    /// Redirect a browser to the IdP (needs the discovery document).
+    Login,
+    /// Exchange the callback's code.
+    Code { code: String, pending: Pending },
+    /// Refresh a session whose access token expired.
+    Refresh(Session),
+    /// Revoke tokens one by one, then finish the logout.
+    Revoke { queue: Vec<(String, &'static str)>, id_token: Option<String> },
 }
 
 #[derive(Debug, Default)]
@@ -110,6 +141,10 @@ pub struct Flow {
     presented: Option<Presented>,
     original: Original,
     peer_cert_sha256: Option<String>,
+    /// Session cookie chunks the client sent (stale ones are expired when writing).
+    session_chunks: usize,
+    https: bool,
+    browser: bool,
 }
 
 impl Flow {
@@ -122,11 +157,67 @@ impl Flow {
         let plan = env.plan;
         self.original = Original { path: req.path.map(str::to_string), cookie: req.cookie.map(str::to_string) };
         self.peer_cert_sha256 = req.peer_cert_sha256.map(str::to_string);
-        let op = match self.first_credential(plan, req) {
-            Ok(op) => op,
-            Err(e) => return self.deny(e),
-        };
-        self.run(env, op)
+        self.https = req.https;
+        self.browser = login::is_browser(req.accept, req.x_requested_with);
+        if plan.sessions.is_some() {
+            if let Some(step) = self.start_browser(env, req) {
+                return step;
+            }
+        }
+        match self.first_credential(plan, req) {
+            Ok(op) => self.run(env, op),
+            Err(Error::MissingCredentials) if plan.has(AuthMethod::AuthorizationCode) => self.login_or_deny(env, Vec::new()),
+            Err(e) => self.deny(e),
+        }
+    }
+
+    /// Logout, the login callback and session cookies, in that order. `None` when none of
+    /// them applies and the other credentials should be looked at.
+    fn start_browser(&mut self, env: &mut Env<'_>, req: Inputs<'_>) -> Option<Step> {
+        let plan = env.plan;
+        let s = plan.sessions.as_ref()?;
+        let cookie = req.cookie.unwrap_or("");
+        let path = req.path.unwrap_or("/");
+        self.session_chunks = session::chunks_present(cookie, &s.cookie_name);
+        let now = env.now();
+        let session = session::join(cookie, &s.cookie_name)
+            .and_then(|v| s.sealer.open(&s.cookie_name, &v))
+            .and_then(|b| serde_json::from_slice::<Session>(&b).ok())
+            .filter(|x| x.alive(&s.timeouts, now));
+        if login::is_logout(plan, req.method.unwrap_or("GET"), path) {
+            return Some(self.logout(env, session));
+        }
+        if plan.has(AuthMethod::AuthorizationCode) {
+            if let Some(cb) = login::callback(plan, path) {
+                let pending = credentials::cookies(cookie)
+                    .find(|(k, _)| *k == s.authorization_cookie_name)
+                    .and_then(|(_, v)| s.sealer.open(&s.authorization_cookie_name, v))
+                    .and_then(|b| serde_json::from_slice::<Pending>(&b).ok())
+                    .filter(|p| now.saturating_sub(p.iat) <= s.authorization_ttl);
+                return Some(match login::check_callback(&cb, pending.as_ref()) {
+                    Ok(code) => match pending {
+                        Some(pending) => self.run(env, Op::Code { code, pending }),
+                        None => self.respond_error(env, Error::Internal("login state lost"), false),
+                    },
+                    Err(e) => self.respond_error(env, e, false),
+                });
+            }
+        }
+        let session = session?;
+        self.presented = Some(Presented::Session);
+        let expired = session.exp != 0 && session.exp <= now.saturating_add(plan.leeway.max(1));
+        if !expired {
+            let renew = session.due_for_renewal(&s.timeouts, now);
+            let identity = session_identity(&session);
+            let cookies = if renew { self.session_cookies(env, &Session { ren: now, ..session }) } else { Vec::new() };
+            return Some(self.finish_with(plan, identity, None, cookies));
+        }
+        if plan.refresh_tokens && session.rt.is_some() {
+            return Some(self.run(env, Op::Refresh(session)));
+        }
+        // Expired without a way to refresh: a new login (or other credentials).
+        self.presented = None;
+        None
     }
 
     /// The IdP's metadata or keys changed while this request waited.
@@ -154,6 +245,40 @@ impl Flow {
             other => return self.unexpected(other, "unexpected IdP answer"),
         };
         match op {
+            Op::Code { pending, .. } => self.code_answered(env, &pending, resp),
+            Op::Refresh(old) => {
+                let grant = Grant::RefreshToken(old.rt.clone().unwrap_or_default());
+                match grants::parse_token_response(&grant, plan.token_auth, resp, plan.timeout_ms) {
+                    Ok(tokens) => {
+                        let now = env.now();
+                        let session = Session {
+                            at: tokens.access_token.clone(),
+                            rt: tokens.refresh_token.clone().or(old.rt),
+                            idt: tokens.id_token.clone().or(old.idt),
+                            exp: tokens.expires_in.map(|e| now + e).unwrap_or(0),
+                            ren: now,
+                            ..old
+                        };
+                        let cookies = self.session_cookies(env, &session);
+                        self.finish_with(plan, session_identity(&session), None, cookies)
+                    }
+                    Err(Error::InvalidToken(_) | Error::InvalidCredentials) => {
+                        // The refresh token is gone: log in again (browser) or 401.
+                        let clear = self.clear_session_cookies(env);
+                        self.presented = None;
+                        self.login_or_deny(env, clear)
+                    }
+                    Err(e) => self.deny(e),
+                }
+            }
+            Op::Revoke { mut queue, id_token } => {
+                if let Err(e) = revocation_result(plan, resp) {
+                    return self.respond_error(env, e, true);
+                }
+                queue.remove(0);
+                self.revoke_next(env, queue, id_token)
+            }
+            Op::Login => self.deny(Error::Internal("unexpected IdP answer")),
             Op::Introspect => match introspection::parse(plan, resp) {
                 Ok(claims) => {
                     let claims = Rc::new(claims);
@@ -290,8 +415,8 @@ impl Flow {
                     return self.finish(plan, identity, None);
                 }
                 let Some(meta) = env.meta else { return self.wait(Op::Introspect) };
-                let jti = (env.jti)();
-                let req = introspection::request(plan, meta, &self.token, env.now_ms / 1000, &jti);
+                let jti = env.jti();
+                let req = introspection::request(plan, meta, &self.token, env.now(), &jti);
                 self.call(Op::Introspect, req)
             }
             Op::Userinfo => {
@@ -307,11 +432,187 @@ impl Flow {
                     }
                 }
                 let Some(meta) = env.meta else { return self.wait(Op::Grant(grant)) };
-                let jti = (env.jti)();
-                let req = grants::token_request(plan, meta, &grant, env.now_ms / 1000, &jti);
+                let jti = env.jti();
+                let req = grants::token_request(plan, meta, &grant, env.now(), &jti);
                 self.call(Op::Grant(grant), req)
             }
+            Op::Login => self.login_or_deny(env, Vec::new()),
+            Op::Code { code, pending } => {
+                let Some(meta) = env.meta else { return self.wait(Op::Code { code, pending }) };
+                let jti = env.jti();
+                let req = login::code_request(plan, meta, &code, &pending, env.now(), &jti);
+                match req {
+                    Ok(req) => {
+                        self.state = State::Calling(Op::Code { code, pending });
+                        Step::Call(req)
+                    }
+                    Err(e) => self.respond_error(env, e, false),
+                }
+            }
+            Op::Refresh(session) => {
+                let Some(meta) = env.meta else { return self.wait(Op::Refresh(session)) };
+                let jti = env.jti();
+                let grant = Grant::RefreshToken(session.rt.clone().unwrap_or_default());
+                let req = grants::token_request(plan, meta, &grant, env.now(), &jti);
+                self.call(Op::Refresh(session), req)
+            }
+            Op::Revoke { queue, id_token } => self.revoke_next(env, queue, id_token),
         }
+    }
+
+    /// Redirects a browser to the IdP (setting the authorization cookie), or answers 401.
+    /// `extra` are cookies to send along (clearing a dead session).
+    fn login_or_deny(&mut self, env: &mut Env<'_>, mut extra: Vec<(String, String)>) -> Step {
+        let plan = env.plan;
+        let (Some(s), true, true) = (plan.sessions.as_ref(), plan.has(AuthMethod::AuthorizationCode), self.browser) else {
+            let mut reply = Error::MissingCredentials.reply(plan);
+            reply.headers.append(&mut extra);
+            self.state = State::Done;
+            return Step::Respond(reply);
+        };
+        let Some(meta) = env.meta else { return self.wait(Op::Login) };
+        let mut random = [0u8; 48];
+        (env.random)(&mut random);
+        let uri = self.original.path.clone().unwrap_or_else(|| "/".into());
+        let pending = Pending::new(&random, &uri, env.now());
+        let url = match login::authorize_url(plan, meta, &pending) {
+            Ok(u) => u,
+            Err(e) => return self.deny(e),
+        };
+        let sealed = s.sealer.seal(&s.authorization_cookie_name, &serde_json::to_vec(&pending).unwrap_or_default(), nonce(env));
+        let mut headers = vec![
+            ("location".to_string(), url),
+            ("cache-control".to_string(), "no-store".to_string()),
+            ("set-cookie".to_string(), s.attrs.render(&s.authorization_cookie_name, &sealed, Some(s.authorization_ttl), self.https)),
+        ];
+        headers.append(&mut extra);
+        self.state = State::Done;
+        Step::Respond(Reply { status: 302, headers, body: Vec::new() })
+    }
+
+    /// Reads the code exchange: validates the ID token, creates the session, redirects to
+    /// the original URL.
+    fn code_answered(&mut self, env: &mut Env<'_>, pending: &Pending, resp: &IdpResponse) -> Step {
+        let plan = env.plan;
+        let grant = Grant::RefreshToken(String::new());
+        let tokens = match grants::parse_token_response(&grant, plan.token_auth, resp, plan.timeout_ms) {
+            Ok(t) => t,
+            Err(Error::InvalidToken(_)) => {
+                return self.respond_error(env, Error::LoginFailed("the identity provider rejected the authorization code"), false)
+            }
+            Err(e) => return self.respond_error(env, e, false),
+        };
+        let Some(id_token) = tokens.id_token.as_deref() else {
+            return self.respond_error(env, Error::LoginFailed("the token response has no ID token"), false);
+        };
+        let Some(keys) = env.keys else {
+            return self.respond_error(env, Error::LoginFailed("the identity provider's keys are not loaded"), false);
+        };
+        let claims = match login::validate_id_token(plan, keys, id_token, &pending.nonce, env.now()) {
+            Ok(c) => c,
+            Err(e) => return self.respond_error(env, e, false),
+        };
+        let now = env.now();
+        let session = Session {
+            sub: claims.get("sub").and_then(|s| s.as_str()).unwrap_or_default().to_string(),
+            at: tokens.access_token.clone(),
+            rt: tokens.refresh_token.clone(),
+            idt: Some(id_token.to_string()),
+            exp: tokens.expires_in.map(|e| now + e).unwrap_or(0),
+            iat: now,
+            ren: now,
+        };
+        let mut headers = vec![("location".to_string(), pending.uri.clone()), ("cache-control".to_string(), "no-store".to_string())];
+        headers.extend(self.session_cookies(env, &session));
+        headers.push(self.clear_authorization_cookie(env));
+        self.state = State::Done;
+        Step::Respond(Reply { status: 302, headers, body: Vec::new() })
+    }
+
+    /// Starts a logout: revocations first (when configured), then cookies and redirect.
+    fn logout(&mut self, env: &mut Env<'_>, session: Option<Session>) -> Step {
+        let l = &env.plan.logout;
+        let mut queue = Vec::new();
+        let mut id_token = None;
+        if let Some(s) = session {
+            if l.revoke && l.revoke_refresh_token {
+                if let Some(rt) = &s.rt {
+                    queue.push((rt.clone(), "refresh_token"));
+                }
+            }
+            if l.revoke && l.revoke_access_token {
+                queue.push((s.at.clone(), "access_token"));
+            }
+            id_token = s.idt;
+        }
+        self.revoke_next(env, queue, id_token)
+    }
+
+    fn revoke_next(&mut self, env: &mut Env<'_>, queue: Vec<(String, &'static str)>, id_token: Option<String>) -> Step {
+        let plan = env.plan;
+        if let Some((token, hint)) = queue.first() {
+            let Some(meta) = env.meta else { return self.wait(Op::Revoke { queue, id_token }) };
+            let jti = env.jti();
+            return match login::revocation_request(plan, meta, token, hint, env.now(), &jti) {
+                Ok(req) => {
+                    self.state = State::Calling(Op::Revoke { queue, id_token });
+                    Step::Call(req)
+                }
+                Err(e) => self.respond_error(env, e, true),
+            };
+        }
+        let mut headers = self.clear_session_cookies(env);
+        headers.push(self.clear_authorization_cookie(env));
+        headers.push(("cache-control".into(), "no-store".into()));
+        self.state = State::Done;
+        match login::after_logout(plan, env.meta, id_token.as_deref()) {
+            Some(url) => {
+                headers.push(("location".into(), url));
+                Step::Respond(Reply { status: 302, headers, body: Vec::new() })
+            }
+            None => Step::Respond(Reply::json(200, headers, &serde_json::json!({"logged_out": true}))),
+        }
+    }
+
+    /// An error answer that also expires the authorization cookie (no replay) and, with
+    /// `clear_session`, the session.
+    fn respond_error(&mut self, env: &mut Env<'_>, e: Error, clear_session: bool) -> Step {
+        let mut reply = e.reply(env.plan);
+        if env.plan.sessions.is_some() {
+            reply.headers.push(self.clear_authorization_cookie(env));
+            if clear_session {
+                reply.headers.extend(self.clear_session_cookies(env));
+            }
+        }
+        self.state = State::Done;
+        Step::Respond(reply)
+    }
+
+    /// `Set-Cookie` headers that store `session`, expiring stale chunks.
+    fn session_cookies(&self, env: &mut Env<'_>, session: &Session) -> Vec<(String, String)> {
+        let Some(s) = env.plan.sessions.as_ref() else { return Vec::new() };
+        let sealed = s.sealer.seal(&s.cookie_name, &serde_json::to_vec(session).unwrap_or_default(), nonce(env));
+        let parts = session::chunks(&s.cookie_name, &sealed);
+        let mut out: Vec<(String, String)> =
+            parts.iter().map(|(n, v)| ("set-cookie".to_string(), s.attrs.render(n, v, None, self.https))).collect();
+        for i in parts.len() + 1..=self.session_chunks {
+            out.push(("set-cookie".into(), s.attrs.render(&session::chunk_name(&s.cookie_name, i), "", Some(0), self.https)));
+        }
+        out
+    }
+
+    fn clear_session_cookies(&self, env: &Env<'_>) -> Vec<(String, String)> {
+        let Some(s) = env.plan.sessions.as_ref() else { return Vec::new() };
+        (1..=self.session_chunks.max(1))
+            .map(|i| ("set-cookie".to_string(), s.attrs.render(&session::chunk_name(&s.cookie_name, i), "", Some(0), self.https)))
+            .collect()
+    }
+
+    fn clear_authorization_cookie(&self, env: &Env<'_>) -> (String, String) {
+        let s = env.plan.sessions.as_ref();
+        let name = s.map(|s| s.authorization_cookie_name.as_str()).unwrap_or("authorization");
+        let value = s.map(|s| s.attrs.render(name, "", Some(0), self.https)).unwrap_or_default();
+        ("set-cookie".to_string(), value)
     }
 
     fn wait(&mut self, op: Op) -> Step {
@@ -329,8 +630,13 @@ impl Flow {
         }
     }
 
-    /// Proof of possession, authorization rules, then the upstream headers.
     fn finish(&mut self, plan: &Plan, identity: Identity, new_refresh_token: Option<&str>) -> Step {
+        self.finish_with(plan, identity, new_refresh_token, Vec::new())
+    }
+
+    /// Proof of possession, authorization rules, then the upstream headers; `cookies` are
+    /// `Set-Cookie` headers for the response.
+    fn finish_with(&mut self, plan: &Plan, identity: Identity, new_refresh_token: Option<&str>, cookies: Vec<(String, String)>) -> Step {
         let presented = self.presented.clone().unwrap_or(Presented::Basic);
         if matches!(presented, Presented::Bearer(_)) {
             if let Err(e) = check_binding(plan.pop, &identity.claims, self.peer_cert_sha256.as_deref()) {
@@ -341,7 +647,9 @@ impl Flow {
             return self.deny(Error::InsufficientScope(rule.name));
         }
         self.state = State::Done;
-        Step::Forward(upstream::forward(plan, &identity, &presented, &self.original, new_refresh_token))
+        let mut fwd = upstream::forward(plan, &identity, &presented, &self.original, new_refresh_token);
+        fwd.response_set.extend(cookies);
+        Step::Forward(fwd)
     }
 
     fn deny(&mut self, e: Error) -> Step {
@@ -352,6 +660,31 @@ impl Flow {
     fn unexpected(&mut self, previous: State, why: &'static str) -> Step {
         self.state = previous;
         Step::Deny(Error::Internal(why))
+    }
+}
+
+/// A 96-bit nonce for sealing a cookie.
+fn nonce(env: &mut Env<'_>) -> [u8; 12] {
+    let mut n = [0u8; 12];
+    (env.random)(&mut n);
+    n
+}
+
+/// What a session establishes: its tokens, and the access token's claims when it is a JWT.
+fn session_identity(s: &Session) -> Identity {
+    let mut claims = jwt::unverified_claims(&s.at).unwrap_or_default();
+    claims.entry("sub").or_insert_with(|| s.sub.clone().into());
+    Identity { access_token: s.at.clone(), id_token: s.idt.clone(), claims: Rc::new(claims), ..Default::default() }
+}
+
+/// RFC 7009: 200 means revoked (or unknown, which is as good).
+fn revocation_result(plan: &Plan, resp: &IdpResponse) -> Result<(), Error> {
+    let status = resp.status.ok_or_else(|| grants::transport_error(resp, plan.timeout_ms))?;
+    match status {
+        200 => Ok(()),
+        400 | 401 | 403 => Err(Error::ClientRejected { method: plan.revocation_auth.name() }),
+        504 => Err(Error::IdpTimeout),
+        _ => Err(Error::IdpUnavailable("the revocation endpoint failed")),
     }
 }
 
@@ -427,9 +760,9 @@ mod tests {
         }
         fn with<R>(&mut self, f: impl FnOnce(&mut Env<'_>) -> R) -> R {
             let jtis = &mut self.jtis;
-            let mut jti = || {
+            let mut random = |b: &mut [u8]| {
                 *jtis += 1;
-                format!("jti-{jtis}")
+                b.fill(*jtis as u8);
             };
             let mut env = Env {
                 plan: &self.plan,
@@ -437,7 +770,7 @@ mod tests {
                 keys: self.keys.as_ref(),
                 caches: &mut self.caches,
                 now_ms: self.now_ms,
-                jti: &mut jti,
+                random: &mut random,
             };
             f(&mut env)
         }

@@ -54,6 +54,7 @@ pub enum Purpose {
     Token,
     Introspection,
     Userinfo,
+    Revocation,
 }
 
 /// One HTTP request to the IdP through an Envoy cluster.

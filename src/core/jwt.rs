@@ -51,6 +51,17 @@ impl JwtError {
     }
 }
 
+/// What a token must say besides a valid signature.
+pub struct Expect<'a> {
+    pub issuer: &'a str,
+    /// `aud` must contain this (ID tokens: the client id).
+    pub audience: Option<&'a str>,
+    /// `nonce` must equal this (ID tokens).
+    pub nonce: Option<&'a str>,
+    pub leeway_secs: u64,
+    pub now_secs: u64,
+}
+
 /// A verifying key for one algorithm.
 enum Verifier {
     Rs256(RS256PublicKey),
@@ -159,8 +170,14 @@ impl KeySet {
         self.keys.keys().any(|(k, _)| k == kid)
     }
 
-    /// Verifies `token` and returns its claims.
+    /// Verifies an access token and returns its claims.
     pub fn verify(&self, token: &str, issuer: &str, leeway_secs: u64, now_secs: u64) -> Result<Claims, JwtError> {
+        self.verify_with(token, &Expect { issuer, audience: None, nonce: None, leeway_secs, now_secs })
+    }
+
+    /// Verifies `token` against `expect` and returns its claims.
+    pub fn verify_with(&self, token: &str, expect: &Expect<'_>) -> Result<Claims, JwtError> {
+        let (issuer, leeway_secs, now_secs) = (expect.issuer, expect.leeway_secs, expect.now_secs);
         let header = decode_part(token, 0)?;
         let alg = header.get("alg").and_then(|a| a.as_str()).ok_or(JwtError::Malformed)?;
         let alg = *ASYMMETRIC.iter().find(|a| **a == alg).ok_or(JwtError::AlgorithmRefused)?;
@@ -178,6 +195,8 @@ impl KeySet {
             time_tolerance: Some(Duration::from_secs(leeway_secs)),
             artificial_time: Some(Duration::from_secs(now_secs)),
             allowed_issuers: Some(std::iter::once(issuer.to_string()).collect()),
+            allowed_audiences: expect.audience.map(|a| std::iter::once(a.to_string()).collect()),
+            required_nonce: expect.nonce.map(str::to_string),
             ..Default::default()
         };
         if !key.verify(token, opts) {

@@ -16,6 +16,8 @@ pub mod grants;
 pub mod idp;
 pub mod introspection;
 pub mod jwt;
+pub mod login;
 pub mod reply;
+pub mod session;
 pub mod upstream;
 

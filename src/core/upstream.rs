@@ -10,6 +10,7 @@ use crate::core::claims::{self, Claims};
 use crate::core::config::Plan;
 use crate::core::credentials::{self, Source};
 use crate::core::reply::Forward;
+use crate::core::session;
 
 /// What an auth method established about the request.
 #[derive(Debug, Clone, Default)]
@@ -28,6 +29,8 @@ pub enum Presented {
     Basic,
     Bearer(Source),
     RefreshToken,
+    /// A session cookie (the filter's cookies never go upstream).
+    Session,
 }
 
 /// Request details needed to strip a credential from the query or cookies.
@@ -53,23 +56,38 @@ pub fn forward(
         // Passwords and client secrets, and refresh tokens, never go upstream.
         Presented::Basic => f.remove.push("authorization".into()),
         Presented::RefreshToken => f.remove.push(plan.refresh_token_header.clone()),
-        Presented::Bearer(source) if plan.hide_credentials => match source {
-            Source::Header => f.remove.push("authorization".into()),
-            Source::Query => {
-                if let Some(p) = &original.path {
-                    f.set_path = Some(credentials::without_query_param(p, credentials::QUERY_PARAM));
-                }
+        Presented::Bearer(Source::Header) if plan.hide_credentials => f.remove.push("authorization".into()),
+        Presented::Bearer(Source::Query) if plan.hide_credentials => {
+            if let Some(p) = &original.path {
+                f.set_path = Some(credentials::without_query_param(p, credentials::QUERY_PARAM));
             }
-            Source::Cookie => {
-                if let (Some(c), Some(name)) = (&original.cookie, &plan.bearer.cookie) {
-                    f.remove.push("cookie".into());
-                    if let Some(rest) = credentials::without_cookie(c, name) {
-                        f.set.push(("cookie".into(), rest));
-                    }
-                }
+        }
+        Presented::Bearer(_) | Presented::Session => {}
+    }
+    // Cookies: the filter's own never go upstream; a bearer cookie only without hide_credentials.
+    if let Some(cookie) = &original.cookie {
+        let hidden_bearer = match (presented, &plan.bearer.cookie) {
+            (Presented::Bearer(Source::Cookie), Some(name)) if plan.hide_credentials => Some(name.as_str()),
+            _ => None,
+        };
+        let kept: Vec<&str> = cookie
+            .split(';')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .filter(|c| {
+                let name = c.split_once('=').map(|(k, _)| k.trim()).unwrap_or(c);
+                let own = plan.sessions.as_ref().is_some_and(|s| {
+                    session::is_own(name, &s.cookie_name) || name == s.authorization_cookie_name
+                });
+                !own && Some(name) != hidden_bearer
+            })
+            .collect();
+        if kept.len() != cookie.split(';').filter(|c| !c.trim().is_empty()).count() {
+            f.remove.push("cookie".into());
+            if !kept.is_empty() {
+                f.set.push(("cookie".into(), kept.join("; ")));
             }
-        },
-        Presented::Bearer(_) => {}
+        }
     }
     if let Some(h) = &up.access_token {
         f.set.push((h.name.clone(), h.value(&identity.access_token)));

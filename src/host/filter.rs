@@ -41,9 +41,16 @@ impl Context for Filter {
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let plan = &self.worker.plan;
+        let sessions = plan.sessions.is_some();
         let authorization = request_header("authorization");
-        let path = (plan.bearer.query).then(|| request_header(":path")).flatten();
-        let cookie = plan.bearer.cookie.as_ref().and_then(|_| request_header("cookie"));
+        let path = (plan.bearer.query || sessions).then(|| request_header(":path")).flatten();
+        let cookie = (plan.bearer.cookie.is_some() || sessions).then(|| request_header("cookie")).flatten();
+        let (method, accept, x_requested_with, https) = if sessions {
+            let https = request_header("x-forwarded-proto").or_else(|| request_header(":scheme")).is_some_and(|s| s.eq_ignore_ascii_case("https"));
+            (request_header(":method"), request_header("accept"), request_header("x-requested-with"), https)
+        } else {
+            (None, None, None, false)
+        };
         let refresh = if plan.has(AuthMethod::RefreshToken) { request_header(&plan.refresh_token_header) } else { None };
         let peer = if plan.pop != Pop::Off { peer_certificate_digest() } else { None };
         let inputs = Inputs {
@@ -52,13 +59,18 @@ impl HttpContext for Filter {
             cookie: cookie.as_deref(),
             refresh_token: refresh.as_deref(),
             peer_cert_sha256: peer.as_deref(),
+            method: method.as_deref(),
+            accept: accept.as_deref(),
+            x_requested_with: x_requested_with.as_deref(),
+            https,
         };
         self.worker.start(self.context_id, &self.request, inputs)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        // Added, not set: there may be several Set-Cookie headers.
         for (name, value) in std::mem::take(&mut self.request.borrow_mut().response_headers) {
-            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, &name, Some(&value));
+            let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, &name, &value);
         }
         Action::Continue
     }

@@ -20,14 +20,16 @@ pub fn log(level: LogLevel, msg: &str) {
     let _ = hostcalls::log(level, msg);
 }
 
-/// A random identifier (hex of 16 bytes from WASI `random_get`).
-pub fn random_id() -> String {
-    let mut b = [0u8; 16];
-    if getrandom::getrandom(&mut b).is_err() {
-        // Uniqueness, not secrecy, is what a jti needs; the clock keeps it unique enough.
-        b[..8].copy_from_slice(&now_ms().to_be_bytes());
+/// Random bytes from WASI `random_get`. The host always provides them; if it ever failed,
+/// the buffer is filled from the clock so that nothing panics (and sealed cookies would
+/// still be unforgeable: the nonce is not a secret, only the key is).
+pub fn fill_random(buf: &mut [u8]) {
+    if getrandom::getrandom(buf).is_err() {
+        let t = now_ms().to_be_bytes();
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = t[i % 8] ^ (i as u8);
+        }
     }
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// A header of the current request as text; bytes that are not UTF-8 become U+FFFD

@@ -16,7 +16,7 @@ use crate::core::config::Plan;
 use crate::core::error::Error;
 use crate::core::flow::{Caches, Env, Flow, Inputs, Step};
 use crate::host::docs::Docs;
-use crate::host::io::{dispatch, log, now_ms, random_id, read_call_response};
+use crate::host::io::{dispatch, fill_random, log, now_ms, read_call_response};
 
 /// Entries in each per-worker cache.
 const CACHE_CAPACITY: usize = 10_000;
@@ -139,14 +139,14 @@ impl Worker {
             let (meta, keys) = (docs.meta.clone(), docs.keys.clone());
             drop(docs);
             let mut caches = self.caches.borrow_mut();
-            let mut jti = random_id;
+            let mut random = fill_random;
             let mut env = Env {
                 plan: &self.plan,
                 meta: meta.as_deref(),
                 keys: keys.as_deref(),
                 caches: &mut caches,
                 now_ms: now,
-                jti: &mut jti,
+                random: &mut random,
             };
             let flow = &mut request.borrow_mut().flow;
             match event {
@@ -173,7 +173,8 @@ impl Worker {
                 }
                 let _ = hostcalls::resume_http_request();
             }
-            Step::Deny(e) => self.deny(&e),
+            Step::Deny(e) => self.respond(&e.reply(&self.plan), Some(&e)),
+            Step::Respond(reply) => self.respond(&reply, None),
             Step::Call(req) => match dispatch(&req) {
                 Ok(token) => {
                     let pending = Pending { context_id, request: Rc::downgrade(request), since_ms: now };
@@ -181,7 +182,8 @@ impl Worker {
                 }
                 Err(e) => {
                     log(LogLevel::Error, &format!("cannot call the IdP ({req:?}): {e}"));
-                    self.deny(&Error::IdpUnavailable("the IdP cluster is not available"));
+                    let e = Error::IdpUnavailable("the IdP cluster is not available");
+                    self.respond(&e.reply(&self.plan), Some(&e));
                 }
             },
             Step::WaitForIdp => self.wait(context_id, request, since_ms.min(now)),
@@ -201,10 +203,15 @@ impl Worker {
         self.waiting.borrow_mut().push(Pending { context_id, request: Rc::downgrade(request), since_ms });
     }
 
-    fn deny(&self, e: &Error) {
-        let level = if e.status() < 500 { LogLevel::Info } else { LogLevel::Warn };
-        log(level, &format!("{} {}: {}", e.status(), e.code(), e.description()));
-        let reply = e.reply(&self.plan);
+    /// Sends a local reply; errors are logged (never with a credential).
+    fn respond(&self, reply: &crate::core::reply::Reply, e: Option<&Error>) {
+        if let Some(e) = e {
+            let level = if e.status() < 500 { LogLevel::Info } else { LogLevel::Warn };
+            log(level, &format!("{} {}: {}", e.status(), e.code(), e.description()));
+        } else if reply.status >= 400 {
+            let body = String::from_utf8_lossy(&reply.body);
+            log(LogLevel::Info, &format!("{} {body}", reply.status));
+        }
         let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let _ = hostcalls::send_http_response(u32::from(reply.status), headers, Some(&reply.body));
     }

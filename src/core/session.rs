@@ -1,0 +1,286 @@
+//! Browser sessions in encrypted cookies, shared by every worker and every Envoy that has
+//! the same `session_secret`.
+//!
+//! A value is sealed with AES-256-GCM (key = SHA-256 of a label and the secret, a random
+//! 96-bit nonce per write, the cookie name as associated data), base64url-encoded and split
+//! into chunks under 4 KB: `session` carries `N.<part 1>` when there are N > 1 parts, and
+//! `session_2` … `session_N` the rest. Tampering, truncation, swapped chunks, another secret
+//! or another cookie name all fail authentication. Timeouts (idling, rolling, absolute) are
+//! enforced from timestamps inside the sealed value.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::core::credentials;
+
+/// Bytes of a cookie value per chunk (browsers allow about 4096 per cookie, name included).
+pub const CHUNK: usize = 3800;
+/// At most this many chunks are read.
+pub const MAX_CHUNKS: usize = 16;
+
+/// Seals and opens cookie values with a key derived from `session_secret`.
+pub struct Sealer {
+    cipher: Aes256Gcm,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sealer(<redacted>)")
+    }
+}
+
+impl Sealer {
+    pub fn new(secret: &str) -> Self {
+        let key = Sha256::new().chain_update(b"envoy-oidc session key v1\0").chain_update(secret.as_bytes()).finalize();
+        Sealer { cipher: Aes256Gcm::new(&key) }
+    }
+
+    /// `base64url(nonce || ciphertext || tag)`, bound to `name`.
+    pub fn seal(&self, name: &str, plaintext: &[u8], nonce: [u8; 12]) -> String {
+        let payload = Payload { msg: plaintext, aad: name.as_bytes() };
+        // Encryption cannot fail for inputs this size; an empty value would be rejected on open.
+        let ct = self.cipher.encrypt(Nonce::from_slice(&nonce), payload).unwrap_or_default();
+        let mut out = nonce.to_vec();
+        out.extend(ct);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out)
+    }
+
+    pub fn open(&self, name: &str, value: &str) -> Option<Vec<u8>> {
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value).ok()?;
+        if raw.len() < 12 + 16 {
+            return None;
+        }
+        let (nonce, ct) = raw.split_at(12);
+        self.cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: name.as_bytes() }).ok()
+    }
+}
+
+/// The sealed contents of a session cookie.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub sub: String,
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idt: Option<String>,
+    /// Access token expiry (seconds; 0 when unknown).
+    pub exp: u64,
+    /// Created (seconds).
+    pub iat: u64,
+    /// Last written: renewed and seen (seconds).
+    pub ren: u64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Session(sub={}, exp={}, <tokens redacted>)", self.sub, self.exp)
+    }
+}
+
+/// Session timeouts in seconds; 0 disables one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub idling: u64,
+    pub rolling: u64,
+    pub absolute: u64,
+}
+
+impl Session {
+    /// Whether the session is still alive at `now`.
+    pub fn alive(&self, t: &Timeouts, now: u64) -> bool {
+        let within = |limit: u64, since: u64| limit == 0 || now.saturating_sub(since) <= limit;
+        within(t.absolute, self.iat) && within(t.idling, self.ren) && within(t.rolling, self.ren)
+    }
+
+    /// Whether the cookie should be written again now to keep the session alive: after a
+    /// quarter of the idling timeout (or half the rolling one).
+    pub fn due_for_renewal(&self, t: &Timeouts, now: u64) -> bool {
+        let age = now.saturating_sub(self.ren);
+        (t.idling > 0 && age.saturating_mul(4) >= t.idling) || (t.rolling > 0 && age.saturating_mul(2) >= t.rolling)
+    }
+}
+
+/// Cookie attributes (Kong's `session_cookie_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieAttrs {
+    pub path: String,
+    pub domain: Option<String>,
+    pub same_site: Option<String>,
+    pub http_only: bool,
+    /// `None`: Secure when the request came over https.
+    pub secure: Option<bool>,
+}
+
+impl CookieAttrs {
+    /// `Set-Cookie` value; `max_age` `Some(0)` deletes.
+    pub fn render(&self, name: &str, value: &str, max_age: Option<u64>, https: bool) -> String {
+        let mut s = format!("{name}={value}; Path={}", self.path);
+        if let Some(d) = &self.domain {
+            s.push_str(&format!("; Domain={d}"));
+        }
+        match max_age {
+            Some(0) => s.push_str("; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"),
+            Some(a) => s.push_str(&format!("; Max-Age={a}")),
+            None => {}
+        }
+        if self.secure.unwrap_or(https) {
+            s.push_str("; Secure");
+        }
+        if self.http_only {
+            s.push_str("; HttpOnly");
+        }
+        if let Some(ss) = &self.same_site {
+            s.push_str(&format!("; SameSite={ss}"));
+        }
+        s
+    }
+}
+
+/// Name of chunk `i` (1-based) of cookie `name`.
+pub fn chunk_name(name: &str, i: usize) -> String {
+    if i == 1 {
+        name.to_string()
+    } else {
+        format!("{name}_{i}")
+    }
+}
+
+/// Splits a sealed value into `(cookie name, value)` chunks.
+pub fn chunks(name: &str, sealed: &str) -> Vec<(String, String)> {
+    let parts: Vec<&str> = sealed.as_bytes().chunks(CHUNK).map(|c| std::str::from_utf8(c).unwrap_or("")).collect();
+    if parts.len() <= 1 {
+        return vec![(name.to_string(), sealed.to_string())];
+    }
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let v = if i == 0 { format!("{}.{p}", parts.len()) } else { p.to_string() };
+            (chunk_name(name, i + 1), v)
+        })
+        .collect()
+}
+
+/// Reassembles the sealed value of cookie `name` from a `Cookie` header.
+pub fn join(cookie_header: &str, name: &str) -> Option<String> {
+    let find = |n: &str| credentials::cookies(cookie_header).find(|(k, _)| *k == n).map(|(_, v)| v.to_string());
+    let first = find(name)?;
+    let Some((count, rest)) = first.split_once('.') else { return Some(first) };
+    let count: usize = count.parse().ok().filter(|c| (2..=MAX_CHUNKS).contains(c))?;
+    let mut out = rest.to_string();
+    for i in 2..=count {
+        out.push_str(&find(&chunk_name(name, i))?);
+    }
+    Some(out)
+}
+
+/// How many chunks of cookie `name` the client sent (to expire stale ones).
+pub fn chunks_present(cookie_header: &str, name: &str) -> usize {
+    (1..=MAX_CHUNKS)
+        .take_while(|i| credentials::cookies(cookie_header).any(|(k, _)| k == chunk_name(name, *i)))
+        .count()
+}
+
+/// Whether `cookie` is one of the filter's cookies (`name`, `name_N`).
+pub fn is_own(cookie: &str, name: &str) -> bool {
+    cookie == name
+        || cookie
+            .strip_prefix(name)
+            .and_then(|r| r.strip_prefix('_'))
+            .is_some_and(|n| n.parse::<usize>().is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(at: &str) -> Session {
+        Session { sub: "john".into(), at: at.into(), rt: Some("rt".into()), idt: None, exp: 100, iat: 10, ren: 10 }
+    }
+
+    #[test]
+    fn seal_and_open() {
+        let s = Sealer::new("secret-1");
+        let v = s.seal("session", b"hello", [7; 12]);
+        assert_eq!(s.open("session", &v).unwrap(), b"hello");
+        assert!(s.open("other", &v).is_none(), "bound to the cookie name");
+        assert!(Sealer::new("secret-2").open("session", &v).is_none(), "another secret");
+        let mut tampered = v.clone().into_bytes();
+        let mid = tampered.len() / 2;
+        tampered[mid] = if tampered[mid] == b'A' { b'B' } else { b'A' };
+        assert!(s.open("session", std::str::from_utf8(&tampered).unwrap()).is_none());
+        assert!(s.open("session", &v[..v.len() - 4]).is_none(), "truncated");
+        assert!(s.open("session", "").is_none());
+        assert!(s.open("session", "!!!").is_none());
+    }
+
+    #[test]
+    fn chunking_round_trip_and_swaps_fail() {
+        let s = Sealer::new("k");
+        let big = session(&"A".repeat(9000));
+        let sealed = s.seal("session", &serde_json::to_vec(&big).unwrap(), [1; 12]);
+        let parts = chunks("session", &sealed);
+        assert_eq!(parts.len(), 4);
+        assert!(parts.iter().all(|(n, v)| n.len() + v.len() < 4000));
+        assert!(parts[0].1.starts_with("4."));
+        let header: String = parts.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("; ");
+        let joined = join(&format!("other=1; {header}"), "session").unwrap();
+        assert_eq!(joined, sealed);
+        assert_eq!(chunks_present(&header, "session"), 4);
+        // swap two chunks
+        let swapped = header.replace(&parts[1].1, "X").replace(&parts[2].1, &parts[1].1).replace('X', &parts[2].1);
+        let joined = join(&swapped, "session").unwrap();
+        assert!(s.open("session", &joined).is_none());
+        // a missing chunk
+        let missing: String = parts.iter().take(3).map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("; ");
+        assert!(join(&missing, "session").is_none());
+        assert!(join("session=99.abc", "session").is_none());
+    }
+
+    #[test]
+    fn small_values_are_one_cookie() {
+        let parts = chunks("session", "abc");
+        assert_eq!(parts, vec![("session".to_string(), "abc".to_string())]);
+        assert_eq!(join("session=abc", "session").as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn timeouts() {
+        let t = Timeouts { idling: 900, rolling: 3600, absolute: 86400 };
+        let s = session("x");
+        assert!(s.alive(&t, 10 + 900));
+        assert!(!s.alive(&t, 10 + 901));
+        assert!(!s.due_for_renewal(&t, 10 + 224));
+        assert!(s.due_for_renewal(&t, 10 + 225));
+        let renewed = Session { ren: 86_000, ..s.clone() };
+        assert!(renewed.alive(&t, 86_400));
+        assert!(!renewed.alive(&t, 86_411), "absolute");
+        let off = Timeouts { idling: 0, rolling: 0, absolute: 0 };
+        assert!(s.alive(&off, u64::MAX));
+    }
+
+    #[test]
+    fn cookie_rendering() {
+        let a = CookieAttrs { path: "/".into(), domain: None, same_site: Some("Lax".into()), http_only: true, secure: None };
+        assert_eq!(a.render("session", "v", None, false), "session=v; Path=/; HttpOnly; SameSite=Lax");
+        assert_eq!(a.render("session", "v", None, true), "session=v; Path=/; Secure; HttpOnly; SameSite=Lax");
+        assert!(a.render("session", "", Some(0), false).contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn own_cookie_names() {
+        assert!(is_own("session", "session"));
+        assert!(is_own("session_2", "session"));
+        assert!(!is_own("session_x", "session"));
+        assert!(!is_own("sessionid", "session"));
+    }
+
+    #[test]
+    fn debug_redacts_tokens() {
+        assert!(!format!("{:?}", session("secret-at")).contains("secret-at"));
+    }
+}
