@@ -1031,4 +1031,182 @@ mod tests {
         assert!(check_binding(Pop::Off, &bound, None).is_ok());
         assert!(check_binding(Pop::Strict, &bound, Some("zz")).is_err());
     }
+
+    // ---- browser login, sessions, logout ----
+
+    const WEB: &str = "auth_methods: [authorization_code, session, bearer]\nsession_secret: 0123456789abcdef0123\nredirect_uri: http://127.0.0.1:8000/callback\nlogout_uri_suffix: /logout\nlogout_revoke: true\nlogout_redirect_uri: http://127.0.0.1:8000/bye\n";
+
+    fn web_world() -> (World, RS256KeyPair) {
+        let mut w = World::new(WEB);
+        w.meta = Some(
+            Metadata::parse(
+                &w.plan,
+                br#"{"issuer":"https://idp","authorization_endpoint":"https://idp/auth","token_endpoint":"https://idp/token","revocation_endpoint":"https://idp/revoke","end_session_endpoint":"https://idp/end","jwks_uri":"https://idp/jwks"}"#,
+            )
+            .unwrap(),
+        );
+        let (kp, keys) = signer();
+        w.keys = Some(keys);
+        (w, kp)
+    }
+
+    fn browser<'a>(path: &'a str, cookie: Option<&'a str>) -> Inputs<'a> {
+        Inputs { path: Some(path), cookie, method: Some("GET"), accept: Some("text/html"), ..Default::default() }
+    }
+
+    fn reply(step: Step) -> Reply {
+        match step {
+            Step::Respond(r) => r,
+            other => panic!("expected a local reply, got {other:?}"),
+        }
+    }
+
+    fn header<'a>(r: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+        r.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+    }
+
+    /// `name=value` pairs of Set-Cookie headers, as a Cookie header.
+    fn jar(headers: &[(String, String)]) -> String {
+        header(headers, "set-cookie")
+            .iter()
+            .map(|c| c.split(';').next().unwrap())
+            .filter(|c| !c.ends_with('='))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn id_token(kp: &RS256KeyPair, now_ms: u64, nonce: &str) -> String {
+        let mut c = jwt_simple::prelude::Claims::with_custom_claims(
+            serde_json::json!({"sub": "john"}),
+            jwt_simple::prelude::Duration::from_secs(300),
+        );
+        c.issued_at = Some(jwt_simple::prelude::Duration::from_secs(now_ms / 1000));
+        c.invalid_before = None;
+        c.expires_at = Some(jwt_simple::prelude::Duration::from_secs(now_ms / 1000 + 300));
+        c.issuer = Some(ISS.into());
+        c.audiences = Some(jwt_simple::claims::Audiences::AsString("client-tls-auth".into()));
+        c.nonce = Some(nonce.into());
+        kp.sign(c).unwrap()
+    }
+
+    /// Runs a whole login; returns the session cookie jar.
+    fn log_in(w: &mut World, kp: &RS256KeyPair) -> String {
+        let r = reply(w.start(&mut Flow::new(), browser("/app?x=1", None)));
+        assert_eq!(r.status, 302);
+        let location = header(&r.headers, "location")[0].to_string();
+        let q: std::collections::HashMap<String, String> =
+            form_urlencoded::parse(location.split_once('?').unwrap().1.as_bytes()).into_owned().collect();
+        let auth_cookie = jar(&r.headers);
+        let callback = format!("/callback?code=CODE&state={}", q["state"]);
+        let mut flow = Flow::new();
+        let Step::Call(req) = w.start(&mut flow, browser(&callback, Some(&auth_cookie))) else { panic!() };
+        let form: Vec<(String, String)> = form_urlencoded::parse(&req.body).into_owned().collect();
+        assert!(form.contains(&("code_verifier".into(), form.iter().find(|(k, _)| k == "code_verifier").unwrap().1.clone())));
+        assert_eq!(req.cluster, "idp-mtls");
+        let body = serde_json::json!({"access_token": "AT1", "token_type": "Bearer", "expires_in": 60, "refresh_token": "RT1", "id_token": id_token(kp, w.now_ms, &q["nonce"])});
+        let resp = IdpResponse { status: Some(200), body: body.to_string().into_bytes(), elapsed_ms: 1 };
+        let r = reply(w.with(|env| flow.idp_answered(env, &resp)));
+        assert_eq!(r.status, 302, "{:?}", String::from_utf8_lossy(&r.body));
+        assert_eq!(header(&r.headers, "location"), vec!["/app?x=1"]);
+        assert!(header(&r.headers, "set-cookie").iter().any(|c| c.starts_with("authorization=;") && c.contains("Max-Age=0")));
+        jar(&r.headers)
+    }
+
+    #[test]
+    fn browser_login_creates_a_session_used_by_later_requests() {
+        let (mut w, kp) = web_world();
+        let cookies = log_in(&mut w, &kp);
+        let with_other = format!("{cookies}; theme=dark");
+        let step = w.start(&mut Flow::new(), browser("/app", Some(&with_other)));
+        assert_eq!(set(&step, "authorization"), Some("Bearer AT1"));
+        assert_eq!(set(&step, "cookie"), Some("theme=dark"), "the filter's cookies do not go upstream");
+    }
+
+    #[test]
+    fn api_clients_get_401_and_bad_callbacks_never_loop() {
+        let (mut w, _) = web_world();
+        let api = Inputs { path: Some("/"), method: Some("GET"), accept: Some("application/json"), ..Default::default() };
+        assert_eq!(reply(w.start(&mut Flow::new(), api)).status, 401);
+        // callback without the authorization cookie
+        let r = reply(w.start(&mut Flow::new(), browser("/callback?code=c&state=s", None)));
+        assert_eq!(r.status, 401);
+        assert!(String::from_utf8_lossy(&r.body).contains("login_failed"));
+        // wrong state
+        let first = reply(w.start(&mut Flow::new(), browser("/", None)));
+        let r = reply(w.start(&mut Flow::new(), browser("/callback?code=c&state=nope", Some(&jar(&first.headers)))));
+        assert_eq!(r.status, 401);
+        assert!(header(&r.headers, "location").is_empty());
+    }
+
+    #[test]
+    fn tampered_or_foreign_sessions_are_not_sessions() {
+        let (mut w, kp) = web_world();
+        let cookies = log_in(&mut w, &kp);
+        let value = cookies.strip_prefix("session=").unwrap();
+        let mut bytes = value.as_bytes().to_vec();
+        let mid = bytes.len() / 2;
+        bytes[mid] = if bytes[mid] == b'A' { b'B' } else { b'A' };
+        let tampered = format!("session={}", String::from_utf8(bytes).unwrap());
+        assert_eq!(reply(w.start(&mut Flow::new(), browser("/", Some(&tampered)))).status, 302);
+        let truncated = format!("session={}", &value[..value.len() - 10]);
+        assert_eq!(reply(w.start(&mut Flow::new(), browser("/", Some(&truncated)))).status, 302);
+        let mut other = World::new(&WEB.replace("0123456789abcdef0123", "another-secret-0123456789"));
+        other.meta = w.meta.clone();
+        assert_eq!(reply(other.start(&mut Flow::new(), browser("/", Some(&cookies)))).status, 302);
+        // idle for longer than session_idling_timeout (900 s)
+        w.now_ms += 901_000;
+        assert_eq!(reply(w.start(&mut Flow::new(), browser("/", Some(&cookies)))).status, 302);
+    }
+
+    #[test]
+    fn expired_access_token_is_refreshed_and_the_session_rewritten() {
+        let (mut w, kp) = web_world();
+        let cookies = log_in(&mut w, &kp);
+        w.now_ms += 120_000;
+        let mut flow = Flow::new();
+        let Step::Call(req) = w.start(&mut flow, browser("/", Some(&cookies))) else { panic!() };
+        let form: Vec<(String, String)> = form_urlencoded::parse(&req.body).into_owned().collect();
+        assert!(form.contains(&("refresh_token".into(), "RT1".into())));
+        let resp = IdpResponse { status: Some(200), body: br#"{"access_token":"AT2","token_type":"Bearer","expires_in":60,"refresh_token":"RT2"}"#.to_vec(), elapsed_ms: 1 };
+        let step = w.with(|env| flow.idp_answered(env, &resp));
+        assert_eq!(set(&step, "authorization"), Some("Bearer AT2"));
+        let Step::Forward(f) = step else { panic!() };
+        let renewed = jar(&f.response_set);
+        assert!(renewed.starts_with("session="));
+        assert_eq!(set(&w.start(&mut Flow::new(), browser("/", Some(&renewed))), "authorization"), Some("Bearer AT2"));
+        // a failed refresh sends the browser to log in again
+        w.now_ms += 120_000;
+        let mut flow = Flow::new();
+        w.start(&mut flow, browser("/", Some(&renewed)));
+        let bad = IdpResponse { status: Some(400), body: br#"{"error":"invalid_grant"}"#.to_vec(), elapsed_ms: 1 };
+        assert_eq!(reply(w.with(|env| flow.idp_answered(env, &bad))).status, 302);
+    }
+
+    #[test]
+    fn logout_revokes_both_tokens_then_ends_the_session_at_the_idp() {
+        let (mut w, kp) = web_world();
+        let cookies = log_in(&mut w, &kp);
+        let mut flow = Flow::new();
+        let logout = Inputs { method: Some("POST"), ..browser("/logout", Some(&cookies)) };
+        let Step::Call(first) = w.start(&mut flow, logout) else { panic!() };
+        assert_eq!((first.purpose, first.cluster.as_str()), (Purpose::Revocation, "idp-mtls"));
+        assert!(String::from_utf8_lossy(&first.body).contains("token_type_hint=refresh_token"));
+        let ok = IdpResponse { status: Some(200), body: Vec::new(), elapsed_ms: 1 };
+        let Step::Call(second) = w.with(|env| flow.idp_answered(env, &ok)) else { panic!() };
+        assert!(String::from_utf8_lossy(&second.body).contains("token_type_hint=access_token"));
+        let r = reply(w.with(|env| flow.idp_answered(env, &ok)));
+        assert_eq!(r.status, 302);
+        assert!(header(&r.headers, "location")[0].starts_with("https://idp/end?id_token_hint="));
+        assert!(header(&r.headers, "set-cookie").iter().any(|c| c.starts_with("session=;") && c.contains("Max-Age=0")));
+        // a revocation the IdP refuses is a clear error, and the cookies still go
+        let mut flow = Flow::new();
+        w.start(&mut flow, Inputs { method: Some("DELETE"), ..browser("/logout", Some(&cookies)) });
+        let refused = IdpResponse { status: Some(401), body: br#"{"error":"invalid_client"}"#.to_vec(), elapsed_ms: 1 };
+        let r = reply(w.with(|env| flow.idp_answered(env, &refused)));
+        assert_eq!(r.status, 401);
+        assert!(String::from_utf8_lossy(&r.body).contains("invalid_client"));
+        assert!(header(&r.headers, "set-cookie").iter().any(|c| c.starts_with("session=;")));
+        // GET is not a logout by default
+        assert!(matches!(w.start(&mut Flow::new(), browser("/logout", Some(&cookies))), Step::Forward(_)));
+    }
 }
