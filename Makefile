@@ -60,11 +60,18 @@ unit:
 clippy: | target
 	cargo clippy --locked --target $(TARGET) -- -D warnings
 
-integration: build deps
+integration: build deps browser-deps
 	$(VENV)/bin/pytest -q tests/integration
 
 pki:
 	tests/pki/gen.sh $(RUN)/pki
+
+## browser-deps: headless Chromium + chromedriver (Debian) and selenium for tests/integration/test_browser.py
+browser-deps: venv
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { apt-get update && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; }
+	@$(PY) -c 'import selenium' 2>/dev/null || $(VENV)/bin/pip install --quiet --disable-pip-version-check \
+	    selenium==4.51.0
 
 ## run: the demo: IdP on :9443, echo upstream on :9080, Envoy on :8000
 run: build deps pki

@@ -438,7 +438,8 @@ impl Flow {
             }
             Op::Login => self.login_or_deny(env, Vec::new()),
             Op::Code { code, pending } => {
-                let Some(meta) = env.meta else { return self.wait(Op::Code { code, pending }) };
+                // The ID token is checked with the JWKS: wait for it before spending the code.
+                let (Some(meta), Some(_)) = (env.meta, env.keys) else { return self.wait(Op::Code { code, pending }) };
                 let jti = env.jti();
                 let req = login::code_request(plan, meta, &code, &pending, env.now(), &jti);
                 match req {

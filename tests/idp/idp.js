@@ -1,7 +1,9 @@
 // Test OpenID Provider for the integration tests: panva/oidc-provider served
 // over HTTPS with optional client certificates (RFC 8705 mTLS client auth and
 // certificate-bound access tokens), a resource-owner password grant, and a
-// minimal login page for the authorization code flow.
+// minimal login page for the authorization code flow (form fields `login` and
+// `password`, button #submit; #cancel answers the client error=access_denied;
+// consent is automatic).
 //
 // Environment:
 //   IDP_PORT            listen port on 127.0.0.1 (default 9443)
@@ -11,6 +13,13 @@
 //   REFRESH_TOKEN_TTL   refresh token lifetime in seconds (default 86400)
 //   REDIRECT_URIS       extra redirect URIs, comma separated
 //   POST_LOGOUT_REDIRECT_URIS  extra post-logout redirect URIs, comma separated
+//
+// Loopback redirect URIs (http://127.0.0.1, http://localhost, http://[::1])
+// match on ANY port (RFC 8252 section 7.3), for every client: a registered
+// http://127.0.0.1:8000/callback also allows http://127.0.0.1:PORT/callback,
+// so tests need not know Envoy's port when the IdP starts.  Registered
+// loopback paths: redirect /callback, /auth/callback, /oidc/callback;
+// post-logout /, /logged-out.
 //   IDP_MTLS_PORT       optional second HTTPS listener; when set, discovery's
 //                       mtls_endpoint_aliases point at it (https://localhost:${IDP_MTLS_PORT})
 //   MTLS_ALIAS_BASE     base URL for mtls_endpoint_aliases (overrides the above;
@@ -21,6 +30,11 @@
 //                       (default idp.key; gen.sh also makes idp2.key and idp-ec.key)
 //   SIGNING_KID         its JWKS kid (default idp-sig-1)
 //   SIGNING_ALG         RS256 (default), PS256 (RSA key) or ES256 (EC P-256 key)
+//   ACCESS_TOKEN_PADDING  N: access tokens carry a claim `pad` of N random
+//                       base64url characters (JWT access tokens grow by ~N
+//                       bytes: big sessions, chunked session cookies)
+//   RP_INITIATED_LOGOUT=0  no end_session_endpoint (logout falls back to the
+//                       client's own redirect)
 //
 // Password grant (ours): extra parameters `token_format` (jwt | opaque; default
 // jwt when JWT_ACCESS_TOKENS=1, else opaque) and `audience` (space separated;
@@ -57,6 +71,8 @@ const JWT_AUDIENCE = process.env.JWT_AUDIENCE || 'https://api.example.com';
 const SIGNING_KEY = process.env.SIGNING_KEY || 'idp.key';
 const SIGNING_KID = process.env.SIGNING_KID || 'idp-sig-1';
 const SIGNING_ALG = process.env.SIGNING_ALG || 'RS256';
+const ACCESS_TOKEN_PADDING = Number(process.env.ACCESS_TOKEN_PADDING || 0);
+const RP_INITIATED_LOGOUT = process.env.RP_INITIATED_LOGOUT !== '0';
 if (!['RS256', 'PS256', 'ES256'].includes(SIGNING_ALG)) throw new Error(`SIGNING_ALG ${SIGNING_ALG} not supported`);
 
 const list = (v) => (v || '').split(',').map((s) => s.trim()).filter(Boolean);
@@ -135,8 +151,9 @@ const selfSignedJwk = {
   x5c: [selfSignedPem.replace(/-----(BEGIN|END) CERTIFICATE-----|\s/g, '')],
 };
 
-const redirectUris = ['http://localhost:8000/callback', 'http://127.0.0.1:8000/callback', ...list(process.env.REDIRECT_URIS)];
-const postLogoutRedirectUris = ['http://localhost:8000/', 'http://127.0.0.1:8000/', ...list(process.env.POST_LOGOUT_REDIRECT_URIS)];
+const loopbacks = (paths) => paths.flatMap((p) => [`http://localhost:8000${p}`, `http://127.0.0.1:8000${p}`]);
+const redirectUris = [...loopbacks(['/callback', '/auth/callback', '/oidc/callback']), ...list(process.env.REDIRECT_URIS)];
+const postLogoutRedirectUris = [...loopbacks(['/', '/logged-out']), ...list(process.env.POST_LOGOUT_REDIRECT_URIS)];
 
 const common = {
   grant_types: ['authorization_code', 'refresh_token', 'password', 'client_credentials'],
@@ -277,7 +294,12 @@ const configuration = {
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_basic',
   },
-  extraTokenClaims: async (ctx, token) => accessTokenClaims(token.accountId),
+  extraTokenClaims: async (ctx, token) => {
+    const claims = accessTokenClaims(token.accountId);
+    if (!ACCESS_TOKEN_PADDING) return claims;
+    const pad = crypto.randomBytes(Math.ceil((ACCESS_TOKEN_PADDING * 3) / 4)).toString('base64url').slice(0, ACCESS_TOKEN_PADDING);
+    return { ...(claims || {}), pad };
+  },
   ttl: {
     AccessToken: ACCESS_TOKEN_TTL,
     ClientCredentials: ACCESS_TOKEN_TTL,
@@ -328,7 +350,7 @@ const configuration = {
     },
     clientCredentials: { enabled: true },
     userinfo: { enabled: true },
-    rpInitiatedLogout: { enabled: true },
+    rpInitiatedLogout: { enabled: RP_INITIATED_LOGOUT },
     mTLS,
     resourceIndicators: {
       enabled: JWT_ACCESS_TOKENS,
@@ -347,6 +369,26 @@ const configuration = {
 
 const provider = new Provider(ISSUER, configuration);
 provider.proxy = false;
+
+// RFC 8252 section 7.3 for every client (oidc-provider does it only for
+// application_type native): a loopback http redirect URI matches a registered
+// one whatever its port.  Everything but the port must be equal.
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]']);
+function withoutLoopbackPort(uri) {
+  let u;
+  try { u = new URL(uri); } catch { return undefined; }
+  if (u.protocol !== 'http:' || !LOOPBACK_HOSTS.has(u.hostname) || u.username || u.password) return undefined;
+  return `http://${u.hostname}${u.pathname}${u.search}${u.hash}`;
+}
+for (const [method, registered] of [['redirectUriAllowed', 'redirectUris'],
+  ['postLogoutRedirectUriAllowed', 'postLogoutRedirectUris']]) {
+  const exact = provider.Client.prototype[method];
+  provider.Client.prototype[method] = function loopbackAnyPort(value) {
+    if (exact.call(this, value)) return true;
+    const stripped = typeof value === 'string' ? withoutLoopbackPort(value) : undefined;
+    return stripped !== undefined && (this[registered] || []).some((r) => withoutLoopbackPort(r) === stripped);
+  };
+}
 
 // ---------------------------------------------------------------------------
 // Resource-owner password credentials grant
@@ -461,6 +503,9 @@ ${error ? `<p class="error" id="error">${escapeHtml(error)}</p>` : ''}
   <label>Password <input name="password" id="password" type="password" required></label>
   <button type="submit" id="submit">Sign in</button>
 </form>
+<form method="post" action="/interaction/${escapeHtml(uid)}/abort">
+  <button type="submit" id="cancel">Cancel</button>
+</form>
 </body></html>`;
 }
 
@@ -484,12 +529,18 @@ function send(res, status, body, type = 'text/html; charset=utf-8') {
 }
 
 async function handleInteraction(req, res, url) {
-  const m = url.pathname.match(/^\/interaction\/([^/]+)(\/login)?$/);
+  const m = url.pathname.match(/^\/interaction\/([^/]+)(\/login|\/abort)?$/);
   if (!m) return send(res, 404, 'not found', 'text/plain');
   try {
     const details = await provider.interactionDetails(req, res);
     const { uid, prompt, params } = details;
-    if (m[2] && req.method === 'POST') {
+    if (m[2] === '/abort' && req.method === 'POST') {
+      // the user cancelled: the client gets error=access_denied
+      return provider.interactionFinished(req, res, {
+        error: 'access_denied', error_description: 'End-User aborted interaction',
+      }, { mergeWithLastSubmission: false });
+    }
+    if (m[2] === '/login' && req.method === 'POST') {
       const form = new URLSearchParams(await readBody(req));
       const accountId = checkPassword(form.get('login'), form.get('password'));
       if (!accountId) return send(res, 401, loginPage(uid, params.client_id, 'Invalid username or password'));

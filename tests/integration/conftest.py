@@ -97,7 +97,7 @@ def envoy(pki, idp, upstream, tmp_path, request):
     envoy(plugin_config=None, *, concurrency=1, mtls_cert="client", extra_clusters=(),
           expect_start=True, with_filter=True, idp=None, base_id=None,
           log_level="info", component_log_level=None, wasm_path=harness.WASM_PATH,
-          mutate=None, timeout=30, downstream_mtls=False) -> harness.Envoy
+          mutate=None, timeout=30, downstream_mtls=False, port=None) -> harness.Envoy
 
     plugin_config: dict (dumped as YAML) or str (verbatim); None = the demo's
     configuration with the issuer of the IdP in use.
@@ -109,6 +109,10 @@ def envoy(pki, idp, upstream, tmp_path, request):
     certificate of the test CA; "optional" = requested, verified if sent.
     The Envoy's url() is then https and get()/request() take cert= (a PKI
     name like 'client', 'downstream', 'downstream2', or None).
+    port: the listener port (default: a free one), for configurations that must
+    name it before Envoy starts (e.g. redirect_uri = harness.loopback_uri-style
+    http://127.0.0.1:PORT/callback: port = harness.free_port() first).
+    Several Envoys may run at once (each has its own ports and log).
     """
     started: list[Envoy] = []
     counter = itertools.count()
@@ -118,11 +122,12 @@ def envoy(pki, idp, upstream, tmp_path, request):
               extra_clusters: Iterable[dict] = (), expect_start: bool = True, with_filter: bool = True,
               idp: IdP | None = None, base_id: int | None = None, log_level: str = "info",
               component_log_level: str | None = None, wasm_path: Path | str = harness.WASM_PATH,
-              mutate: Any = None, timeout: float = 30.0, downstream_mtls: bool | str = False) -> Envoy:
+              mutate: Any = None, timeout: float = 30.0, downstream_mtls: bool | str = False,
+              port: int | None = None) -> Envoy:
         the_idp = idp or default_idp
         if with_filter and not Path(wasm_path).exists():
             pytest.fail(f"{wasm_path} not found: build the filter first (make build)", pytrace=False)
-        port, admin_port = harness.free_port(), harness.free_port()
+        port, admin_port = port or harness.free_port(), harness.free_port()
         cfg = harness.build_envoy_config(
             pki=pki, idp_port=the_idp.port, idp_mtls_port=the_idp.mtls_port, upstream_port=upstream.port,
             listen_port=port, admin_port=admin_port, plugin_config=plugin_config, issuer=the_idp.issuer,
@@ -144,3 +149,39 @@ def envoy(pki, idp, upstream, tmp_path, request):
         proxy.stop()
     if started and _failed(request):
         print(f"---- idp log (tail) ----\n{default_idp.log()[-5000:]}")
+
+
+@pytest.fixture
+def browser_envoy(envoy, idp):
+    """Factory: an Envoy whose filter does browser logins (session + authorization_code).
+
+    browser_envoy(*, idp=None, client="client-tls-auth", callback="/callback",
+                  concurrency=1, mtls_cert="client", port=None, component_log_level=None,
+                  **plugin_config) -> harness.Envoy
+
+    The listener port is chosen first so that redirect_uri can name it:
+    redirect_uri = http://127.0.0.1:PORT{callback} (callback: a path, or a list
+    of paths -> a list of URIs).  String values of plugin_config containing
+    "{envoy}" are formatted with envoy="http://127.0.0.1:PORT", e.g.
+    logout_redirect_uri="{envoy}/logged-out".  The default session_secret is
+    the same for every Envoy (so sessions move between them); pass
+    session_secret=... for another.  See harness.browser_config.
+    """
+    default_idp = idp
+
+    def start(*, idp: IdP | None = None, client: str = "client-tls-auth", callback: str | list[str] = "/callback",
+              concurrency: int = 1, mtls_cert: str | None = "client", port: int | None = None,
+              component_log_level: str | None = None, **plugin_config: Any) -> Envoy:
+        the_idp = idp or default_idp
+        port = port or harness.free_port()
+        base = f"http://127.0.0.1:{port}"
+        redirect = [base + p for p in callback] if isinstance(callback, (list, tuple)) else base + callback
+        plugin_config.setdefault("redirect_uri", redirect)
+        for key, value in list(plugin_config.items()):
+            if isinstance(value, str) and "{envoy}" in value:
+                plugin_config[key] = value.replace("{envoy}", base)
+        cfg = harness.browser_config(the_idp, plugin_config.pop("redirect_uri"), client=client, **plugin_config)
+        return envoy(cfg, idp=the_idp, concurrency=concurrency, mtls_cert=mtls_cert, port=port,
+                     component_log_level=component_log_level)
+
+    return start
