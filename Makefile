@@ -12,7 +12,7 @@ ENVOY_VER    := 1.40.0
 RUN          := .run
 SOURCES      := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 
-.PHONY: all build test unit clippy integration run deps target venv idp-deps pki clean bench size
+.PHONY: all build test unit clippy integration run deps target venv idp-deps browser-deps pki clean bench size
 
 all: build
 
@@ -85,6 +85,7 @@ run: build deps pki
 	@echo "  Envoy    http://localhost:8000    (admin :9901)"
 	@echo
 	@echo "  Try:  curl -u john:doe http://localhost:8000/"
+	@echo "        or open http://localhost:8000/ in a browser (john / doe); log out at /logout"
 	@echo
 	@trap 'kill $$(cat $(RUN)/idp.pid) $$(cat $(RUN)/upstream.pid) 2>/dev/null' EXIT; \
 	    $(ENVOY) -c envoy/demo.yaml --disable-hot-restart --concurrency 2 --log-level warn \
