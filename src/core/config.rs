@@ -327,6 +327,7 @@ struct Raw {
     refresh_tokens: Option<bool>,
     logout_uri_suffix: Option<String>,
     logout_query_arg: Option<String>,
+    logout_post_arg: Option<String>,
     logout_methods: Option<Vec<String>>,
     logout_revoke: Option<bool>,
     logout_revoke_access_token: Option<bool>,
@@ -525,6 +526,11 @@ impl Plan {
         .collect::<Result<_, _>>()?;
         if auth_methods.contains(&AuthMethod::AuthorizationCode) && redirect_uris.is_empty() {
             return err("`redirect_uri` is required with the authorization_code method");
+        }
+        if raw.logout_post_arg.is_some() {
+            // Envoy pauses everything after the headers when a Wasm filter pauses them, so the
+            // body cannot be read before the decision is made.
+            return err("`logout_post_arg` is not supported: a proxy-wasm filter in Envoy cannot read the request body before deciding; use `logout_uri_suffix` or `logout_query_arg`");
         }
         let methods = match raw.logout_methods {
             None => vec!["POST".to_string(), "DELETE".to_string()],
@@ -857,6 +863,7 @@ mod tests {
         assert!(msg("client_id: c\nauth_methods: [session]\nsession_secret: short\n").contains("session_secret"));
         assert!(msg("client_id: c\nauth_methods: [session]\nsession_secret: 0123456789abcdef\nsession_cookie_same_site: lax\n").contains("session_cookie_same_site"));
         assert!(msg("client_id: c\nlogout_methods: [CONNECT]\n").contains("logout_methods"));
+        assert!(msg("client_id: c\nlogout_post_arg: logout\n").contains("logout_post_arg"));
         assert!(msg("client_id: c\nmtls_token_endpoint: token\n").contains("mtls_token_endpoint"));
         assert!(msg("client_id: c\nupstream_access_token_header: 'x y'\n").contains("upstream_access_token_header"));
         assert!(msg("client_id: c\nscopes: ['a b']\n").contains("scopes"));

@@ -183,7 +183,7 @@ pub fn after_logout(plan: &Plan, meta: Option<&Metadata>, id_token: Option<&str>
     plan.logout.redirect_uri.clone()
 }
 
-/// Whether this request asks to log out.
+/// Whether this request asks to log out (by path or query).
 pub fn is_logout(plan: &Plan, method: &str, path: &str) -> bool {
     let l = &plan.logout;
     if !l.methods.iter().any(|m| m.eq_ignore_ascii_case(method)) {
