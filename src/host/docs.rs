@@ -37,6 +37,27 @@ impl Doc {
         let key = format!("oidc:{issuer}:{name}");
         Doc { lease_key: format!("{key}:lease"), key, adopted_cas: None, fetched_at_ms: 0, inflight: None }
     }
+
+    /// Reads the shared record and, when it is newer than what this worker adopted (or
+    /// `again`), parses it. Returns the parsed value if adopted, and whether a fetch is due.
+    fn adopt<T>(&mut self, again: bool, now: u64, parse: impl FnOnce(&[u8]) -> Result<T, String>) -> (Option<T>, bool) {
+        let Some((bytes, cas)) = shared(&self.key) else { return (None, true) };
+        let Some(record) = Record::decode(&bytes) else { return (None, true) };
+        if cas == self.adopted_cas && !again {
+            return (None, record.stale(now));
+        }
+        match parse(record.body) {
+            Ok(value) => {
+                self.adopted_cas = cas;
+                self.fetched_at_ms = record.fetched_at_ms;
+                (Some(value), record.stale(now))
+            }
+            Err(e) => {
+                log(LogLevel::Warn, &format!("shared document {} is unusable: {e}", self.key));
+                (None, true)
+            }
+        }
+    }
 }
 
 /// What this worker has of the IdP's documents.
@@ -81,16 +102,21 @@ impl Docs {
     /// metadata or keys changed (waiting requests should be retried).
     pub fn sync(&mut self, plan: &Plan, now: u64) -> bool {
         let mut changed = false;
-        let (meta_changed, meta_due) = self.adopt_discovery(plan, now);
-        changed |= meta_changed;
+        let (meta, meta_due) = self.discovery.adopt(self.meta.is_none(), now, |b| Metadata::parse(plan, b));
+        if let Some(meta) = meta {
+            self.meta = Some(Rc::new(meta));
+            changed = true;
+        }
         if self.meta.is_none() || meta_due {
             self.maybe_fetch(Purpose::Discovery, discovery::request(plan), now, false);
         }
         if let Some(meta) = self.meta.clone() {
-            let (keys_changed, keys_due) = self.adopt_jwks(now);
-            changed |= keys_changed;
-            if keys_changed {
+            let (keys, keys_due) = self.jwks.adopt(false, now, KeySet::parse);
+            if let Some(keys) = keys {
+                log(LogLevel::Debug, &format!("adopted JWKS with {} signing keys", keys.len()));
+                self.keys = Some(Rc::new(keys));
                 self.keys_wanted = false;
+                changed = true;
             }
             if keys_due || self.keys_wanted {
                 if let Some(req) = discovery::jwks_request(plan, &meta) {
@@ -146,51 +172,6 @@ impl Docs {
         } else {
             &mut self.jwks
         }
-    }
-
-    /// Loads a newer shared discovery record: (changed, fetch due).
-    fn adopt_discovery(&mut self, plan: &Plan, now: u64) -> (bool, bool) {
-        let Some((bytes, cas)) = shared(&self.discovery.key) else { return (false, true) };
-        let Some(record) = Record::decode(&bytes) else { return (false, true) };
-        let mut changed = false;
-        if cas != self.discovery.adopted_cas || self.meta.is_none() {
-            match Metadata::parse(plan, record.body) {
-                Ok(meta) => {
-                    self.meta = Some(Rc::new(meta));
-                    self.discovery.adopted_cas = cas;
-                    self.discovery.fetched_at_ms = record.fetched_at_ms;
-                    changed = true;
-                }
-                Err(e) => {
-                    log(LogLevel::Warn, &format!("shared discovery document is unusable: {e}"));
-                    return (false, true);
-                }
-            }
-        }
-        (changed, record.stale(now))
-    }
-
-    /// Loads a newer shared JWKS record: (changed, fetch due).
-    fn adopt_jwks(&mut self, now: u64) -> (bool, bool) {
-        let Some((bytes, cas)) = shared(&self.jwks.key) else { return (false, true) };
-        let Some(record) = Record::decode(&bytes) else { return (false, true) };
-        let mut changed = false;
-        if cas != self.jwks.adopted_cas {
-            match KeySet::parse(record.body) {
-                Ok(keys) => {
-                    log(LogLevel::Debug, &format!("adopted JWKS with {} signing keys", keys.len()));
-                    self.keys = Some(Rc::new(keys));
-                    self.jwks.adopted_cas = cas;
-                    self.jwks.fetched_at_ms = record.fetched_at_ms;
-                    changed = true;
-                }
-                Err(e) => {
-                    log(LogLevel::Warn, &format!("shared JWKS is unusable: {e}"));
-                    return (false, true);
-                }
-            }
-        }
-        (changed, record.stale(now))
     }
 
     /// Takes the fetch lease for `purpose` if it is free (or, `early`, if its holder
