@@ -257,10 +257,14 @@ pub fn kid(token: &str) -> Option<String> {
     Some(header.get("kid").and_then(|k| k.as_str()).unwrap_or("").to_string())
 }
 
-/// Whether a bearer token looks like a JWS (three base64url parts); opaque tokens go to
-/// introspection or userinfo instead.
+/// Whether a bearer token looks like a JWS: three base64url parts, the first a JSON object
+/// (`eyJ` is the encoding of `{"`). Opaque tokens go to introspection or userinfo instead.
+/// Cheap on purpose: it runs on every bearer request, cached or not.
 pub fn looks_like_jwt(token: &str) -> bool {
-    token.split('.').count() == 3 && decode_part(token, 0).is_ok()
+    let b64url = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    token.starts_with("eyJ")
+        && token.bytes().filter(|b| *b == b'.').count() == 2
+        && token.bytes().all(|b| b == b'.' || b64url(b))
 }
 
 /// Claims of a JWT that came straight from the IdP's token endpoint over TLS (not verified:
@@ -367,6 +371,8 @@ mod tests {
     fn jwt_shape() {
         assert!(!looks_like_jwt("opaque-token"));
         assert!(!looks_like_jwt("a.b.c"));
+        assert!(!looks_like_jwt("eyJh.b"));
+        assert!(!looks_like_jwt("eyJh.b.c d"));
         assert!(looks_like_jwt("eyJhbGciOiJSUzI1NiJ9.e30.sig"));
     }
 }

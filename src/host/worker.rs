@@ -158,7 +158,8 @@ impl Worker {
         };
         match step {
             Step::Forward(fwd) => {
-                for name in &fwd.remove {
+                // A header that is set next is replaced anyway: one host call, not two.
+                for name in fwd.remove.iter().filter(|n| !fwd.set.iter().any(|(s, _)| s == *n)) {
                     let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
                 }
                 for (name, value) in &fwd.set {

@@ -573,6 +573,35 @@ def test_claims_to_headers_and_forged_identity_headers_for_bearer(envoy, jwt_idp
     assert_invalid_token(proxy.get("/", headers={**bearer("garbage"), **FORGED}))
 
 
+def test_duplicated_forged_identity_headers_are_all_replaced(envoy, jwt_idp, upstream):
+    """A client that sends an identity header several times gets none of its values through."""
+    import http.client
+    proxy = envoy(api_config(jwt_idp, **IDENTITY_HEADERS), idp=jwt_idp)
+    token = jwt_for(jwt_idp)
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    conn.putrequest("GET", "/")
+    conn.putheader("Authorization", f"Bearer {token}")
+    for forged in ("admin", "root"):
+        conn.putheader("X-User", forged)
+    conn.endheaders()
+    resp = conn.getresponse()
+    body = json.loads(resp.read())
+    conn.close()
+    assert resp.status == 200, body
+    assert body["headers"]["x-user"] == "john", body["headers"]
+    assert body["headers"]["authorization"] == f"Bearer {token}"
+    # a second Authorization header does not smuggle a credential past the check
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    conn.putrequest("GET", "/")
+    conn.putheader("Authorization", f"Bearer {token}")
+    conn.putheader("Authorization", "Bearer forged")
+    conn.endheaders()
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    assert resp.status == 401
+
+
 def test_introspection_header_and_claims_headers(envoy, jwt_idp, upstream):
     proxy = envoy(api_config(jwt_idp, ["introspection"], **IDENTITY_HEADERS), idp=jwt_idp)
     token = opaque_for(jwt_idp, "jane")
