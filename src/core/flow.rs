@@ -115,8 +115,8 @@ enum Op {
     Grant(Grant),
     /// Redirect a browser to the IdP (needs the discovery document).
     Login,
-    /// Exchange the callback's code.
-    Code { code: String, pending: Pending },
+    /// Exchange the callback's code (an authorization code grant).
+    Code { grant: Grant, pending: Pending },
     /// Refresh a session whose access token expired.
     Refresh(Session),
     /// Revoke tokens one by one, then finish the logout.
@@ -196,7 +196,10 @@ impl Flow {
                     .filter(|p| now.saturating_sub(p.iat) <= s.authorization_ttl);
                 return Some(match login::check_callback(&cb, pending.as_ref()) {
                     Ok(code) => match pending {
-                        Some(pending) => self.run(env, Op::Code { code, pending }),
+                        Some(pending) => {
+                            let grant = Grant::AuthorizationCode { code, verifier: pending.verifier.clone() };
+                            self.run(env, Op::Code { grant, pending })
+                        }
                         None => self.respond_error(env, Error::Internal("login state lost"), false),
                     },
                     Err(e) => self.respond_error(env, e, false),
@@ -245,7 +248,7 @@ impl Flow {
             other => return self.unexpected(other, "unexpected IdP answer"),
         };
         match op {
-            Op::Code { pending, .. } => self.code_answered(env, &pending, resp),
+            Op::Code { grant, pending } => self.code_answered(env, &grant, &pending, resp),
             Op::Refresh(old) => {
                 let grant = Grant::RefreshToken(old.rt.clone().unwrap_or_default());
                 match grants::parse_token_response(&grant, plan.token_auth, resp, plan.timeout_ms) {
@@ -437,14 +440,13 @@ impl Flow {
                 self.call(Op::Grant(grant), req)
             }
             Op::Login => self.login_or_deny(env, Vec::new()),
-            Op::Code { code, pending } => {
+            Op::Code { grant, pending } => {
                 // The ID token is checked with the JWKS: wait for it before spending the code.
-                let (Some(meta), Some(_)) = (env.meta, env.keys) else { return self.wait(Op::Code { code, pending }) };
+                let (Some(meta), Some(_)) = (env.meta, env.keys) else { return self.wait(Op::Code { grant, pending }) };
                 let jti = env.jti();
-                let req = login::code_request(plan, meta, &code, &pending, env.now(), &jti);
-                match req {
+                match grants::token_request(plan, meta, &grant, env.now(), &jti) {
                     Ok(req) => {
-                        self.state = State::Calling(Op::Code { code, pending });
+                        self.state = State::Calling(Op::Code { grant, pending });
                         Step::Call(req)
                     }
                     Err(e) => self.respond_error(env, e, false),
@@ -493,14 +495,10 @@ impl Flow {
 
     /// Reads the code exchange: validates the ID token, creates the session, redirects to
     /// the original URL.
-    fn code_answered(&mut self, env: &mut Env<'_>, pending: &Pending, resp: &IdpResponse) -> Step {
+    fn code_answered(&mut self, env: &mut Env<'_>, grant: &Grant, pending: &Pending, resp: &IdpResponse) -> Step {
         let plan = env.plan;
-        let grant = Grant::RefreshToken(String::new());
-        let tokens = match grants::parse_token_response(&grant, plan.token_auth, resp, plan.timeout_ms) {
+        let tokens = match grants::parse_token_response(grant, plan.token_auth, resp, plan.timeout_ms) {
             Ok(t) => t,
-            Err(Error::InvalidToken(_)) => {
-                return self.respond_error(env, Error::LoginFailed("the identity provider rejected the authorization code"), false)
-            }
             Err(e) => return self.respond_error(env, e, false),
         };
         let Some(id_token) = tokens.id_token.as_deref() else {
@@ -680,12 +678,10 @@ fn session_identity(s: &Session) -> Identity {
 
 /// RFC 7009: 200 means revoked (or unknown, which is as good).
 fn revocation_result(plan: &Plan, resp: &IdpResponse) -> Result<(), Error> {
-    let status = resp.status.ok_or_else(|| grants::transport_error(resp, plan.timeout_ms))?;
-    match status {
+    match resp.answered(plan.timeout_ms)? {
         200 => Ok(()),
         400 | 401 | 403 => Err(Error::ClientRejected { method: plan.revocation_auth.name() }),
-        504 => Err(Error::IdpTimeout),
-        _ => Err(Error::IdpUnavailable("the revocation endpoint failed")),
+        _ => Err(Error::IdpBadResponse("unexpected status from the revocation endpoint")),
     }
 }
 

@@ -25,6 +25,8 @@ pub enum Grant {
     ClientCredentials(Basic),
     /// Refresh token grant (RFC 6749 6) with a refresh token the client sent.
     RefreshToken(String),
+    /// Authorization code grant (RFC 6749 4.1) with the PKCE verifier (RFC 7636).
+    AuthorizationCode { code: String, verifier: String },
 }
 
 impl fmt::Debug for Grant {
@@ -32,6 +34,7 @@ impl fmt::Debug for Grant {
         match self {
             Grant::Password(b) | Grant::ClientCredentials(b) => write!(f, "{}({b:?})", self.name()),
             Grant::RefreshToken(_) => f.write_str("refresh_token(<redacted>)"),
+            Grant::AuthorizationCode { .. } => f.write_str("authorization_code(<redacted>)"),
         }
     }
 }
@@ -42,13 +45,14 @@ impl Grant {
             Grant::Password(_) => "password",
             Grant::ClientCredentials(_) => "client_credentials",
             Grant::RefreshToken(_) => "refresh_token",
+            Grant::AuthorizationCode { .. } => "authorization_code",
         }
     }
 
     /// Client authentication used for this grant.
     pub fn auth(&self, plan: &Plan) -> ClientAuth {
         match self {
-            Grant::Password(_) | Grant::RefreshToken(_) => plan.token_auth,
+            Grant::Password(_) | Grant::RefreshToken(_) | Grant::AuthorizationCode { .. } => plan.token_auth,
             Grant::ClientCredentials(_) => ClientAuth::ClientSecretBasic,
         }
     }
@@ -58,7 +62,7 @@ impl Grant {
     pub fn cache_key(&self, plan: &Plan) -> Option<crate::core::cache::Key> {
         let (user, secret) = match self {
             Grant::Password(b) | Grant::ClientCredentials(b) => (&b.user, &b.password),
-            Grant::RefreshToken(_) => return None,
+            Grant::RefreshToken(_) | Grant::AuthorizationCode { .. } => return None,
         };
         Some(crate::core::cache::key(&[self.name(), &plan.client.id, user, secret, &plan.scope]))
     }
@@ -111,6 +115,16 @@ pub fn token_request(
             let params = [("grant_type", "refresh_token"), ("refresh_token", rt.as_str())];
             client_auth::post(plan, meta, Which::Token, plan.token_auth, Purpose::Token, &params, now_secs, jti)
         }
+        Grant::AuthorizationCode { code, verifier } => {
+            let redirect = plan.redirect_uris.first().ok_or(Error::Internal("no redirect_uri"))?;
+            let params = [
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("redirect_uri", redirect.url.as_str()),
+                ("code_verifier", verifier.as_str()),
+            ];
+            client_auth::post(plan, meta, Which::Token, plan.token_auth, Purpose::Token, &params, now_secs, jti)
+        }
         Grant::ClientCredentials(b) => {
             let auth = ClientAuth::ClientSecretBasic;
             let (cluster, endpoint) =
@@ -130,21 +144,9 @@ struct OAuthError {
     error: String,
 }
 
-/// Maps a failed call (no `:status`) to timeout or unavailability.
-pub fn transport_error(resp: &IdpResponse, timeout_ms: u64) -> Error {
-    // Envoy reports timeouts and resets alike; the elapsed time tells them apart.
-    if resp.elapsed_ms.saturating_add(50) >= timeout_ms {
-        Error::IdpTimeout
-    } else {
-        Error::IdpUnavailable("connection failed or was reset")
-    }
-}
-
 /// Reads the token endpoint's answer to `grant`.
 pub fn parse_token_response(grant: &Grant, auth: ClientAuth, resp: &IdpResponse, timeout_ms: u64) -> Result<TokenSet, Error> {
-    let Some(status) = resp.status else {
-        return Err(transport_error(resp, timeout_ms));
-    };
+    let status = resp.answered(timeout_ms)?;
     if status == 200 {
         let tokens: TokenSet = serde_json::from_slice(&resp.body)
             .map_err(|_| Error::IdpBadResponse("token response is not a JSON token set"))?;
@@ -164,17 +166,15 @@ pub fn parse_token_response(grant: &Grant, auth: ClientAuth, resp: &IdpResponse,
         (400 | 401, Some("invalid_client")) => Err(match grant {
             // The caller's own client id/secret were wrong.
             Grant::ClientCredentials(_) => Error::InvalidCredentials,
-            Grant::Password(_) | Grant::RefreshToken(_) => Error::ClientRejected { method: auth.name() },
+            _ => Error::ClientRejected { method: auth.name() },
         }),
         (400 | 401, Some("invalid_grant")) => Err(match grant {
             Grant::RefreshToken(_) => Error::InvalidToken("the refresh token is invalid, expired or revoked"),
+            Grant::AuthorizationCode { .. } => Error::LoginFailed("the identity provider rejected the authorization code"),
             _ => Error::InvalidCredentials,
         }),
         (400..=499, Some(e)) => Err(Error::IdpRefused { error: sanitize(e) }),
         (400..=499, None) => Err(Error::IdpBadResponse("error without an OAuth error code")),
-        // Envoy answers 504 itself when the call times out (and so does a gateway in front of the IdP).
-        (504, _) => Err(Error::IdpTimeout),
-        (500..=599, _) => Err(Error::IdpUnavailable("server error")),
         _ => Err(Error::IdpBadResponse("unexpected status")),
     }
 }

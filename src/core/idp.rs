@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::core::error::Error;
+
 /// An absolute IdP URL split into what an Envoy HTTP call needs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -100,6 +102,21 @@ pub struct IdpResponse {
     pub body: Vec<u8>,
     /// Time between dispatch and answer, to tell a timeout from a reset.
     pub elapsed_ms: u64,
+}
+
+impl IdpResponse {
+    /// The status of an answer the IdP gave; an error for a call that failed in transit or
+    /// at the server (5xx, where 504 is a timeout, as Envoy answers itself on a timeout).
+    pub fn answered(&self, timeout_ms: u64) -> Result<u16, Error> {
+        match self.status {
+            // Envoy reports timeouts and resets alike; the elapsed time tells them apart.
+            None if self.elapsed_ms.saturating_add(50) >= timeout_ms => Err(Error::IdpTimeout),
+            None => Err(Error::IdpUnavailable("connection failed or was reset")),
+            Some(504) => Err(Error::IdpTimeout),
+            Some(500..=599) => Err(Error::IdpUnavailable("server error")),
+            Some(s) => Ok(s),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ use crate::core::client_auth;
 use crate::core::config::Plan;
 use crate::core::discovery::{Metadata, Which};
 use crate::core::error::Error;
-use crate::core::grants::transport_error;
 use crate::core::idp::{IdpRequest, IdpResponse, Purpose};
 
 /// The introspection request for `token`.
@@ -18,15 +17,12 @@ pub fn request(plan: &Plan, meta: &Metadata, token: &str, now_secs: u64, jti: &s
 
 /// Reads the introspection answer: the claims of an active token.
 pub fn parse(plan: &Plan, resp: &IdpResponse) -> Result<Claims, Error> {
-    let status = resp.status.ok_or_else(|| transport_error(resp, plan.timeout_ms))?;
-    match status {
+    match resp.answered(plan.timeout_ms)? {
         200 => {}
         400 | 401 if is_invalid_client(&resp.body) => {
             return Err(Error::ClientRejected { method: plan.introspection_auth.name() })
         }
         401 | 403 => return Err(Error::ClientRejected { method: plan.introspection_auth.name() }),
-        504 => return Err(Error::IdpTimeout),
-        500..=599 => return Err(Error::IdpUnavailable("server error at the introspection endpoint")),
         _ => return Err(Error::IdpBadResponse("unexpected introspection status")),
     }
     let claims: Claims = serde_json::from_slice(&resp.body)
@@ -55,12 +51,9 @@ pub fn userinfo_request(plan: &Plan, meta: &Metadata, token: &str) -> Result<Idp
 
 /// Reads the userinfo answer: 200 with a JSON object accepts the token.
 pub fn parse_userinfo(plan: &Plan, resp: &IdpResponse) -> Result<Claims, Error> {
-    let status = resp.status.ok_or_else(|| transport_error(resp, plan.timeout_ms))?;
-    match status {
+    match resp.answered(plan.timeout_ms)? {
         200 => serde_json::from_slice(&resp.body).map_err(|_| Error::IdpBadResponse("userinfo is not a JSON object")),
         400 | 401 | 403 => Err(Error::InvalidToken("the identity provider's userinfo endpoint rejected the token")),
-        504 => Err(Error::IdpTimeout),
-        500..=599 => Err(Error::IdpUnavailable("server error at the userinfo endpoint")),
         _ => Err(Error::IdpBadResponse("unexpected userinfo status")),
     }
 }

@@ -126,18 +126,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The code exchange at the token endpoint, with the configured client authentication.
-pub fn code_request(plan: &Plan, meta: &Metadata, code: &str, pending: &Pending, now_secs: u64, jti: &str) -> Result<IdpRequest, Error> {
-    let redirect = plan.redirect_uris.first().ok_or(Error::Internal("no redirect_uri"))?;
-    let params = [
-        ("grant_type", "authorization_code"),
-        ("code", code),
-        ("redirect_uri", redirect.url.as_str()),
-        ("code_verifier", pending.verifier.as_str()),
-    ];
-    client_auth::post(plan, meta, Which::Token, plan.token_auth, Purpose::Token, &params, now_secs, jti)
-}
-
 /// Validates an ID token from the code exchange.
 pub fn validate_id_token(plan: &Plan, keys: &KeySet, id_token: &str, nonce: &str, now_secs: u64) -> Result<Claims, Error> {
     let expect = Expect {
