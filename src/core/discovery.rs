@@ -163,8 +163,9 @@ impl<'a> Record<'a> {
 
     pub fn decode(bytes: &'a [u8]) -> Option<Record<'a>> {
         let nl = bytes.iter().position(|b| *b == b'\n')?;
-        let fetched_at_ms = std::str::from_utf8(&bytes[..nl]).ok()?.parse().ok()?;
-        Some(Record { fetched_at_ms, body: &bytes[nl + 1..] })
+        let (head, body) = (bytes.get(..nl)?, bytes.get(nl + 1..)?);
+        let fetched_at_ms = std::str::from_utf8(head).ok()?.parse().ok()?;
+        Some(Record { fetched_at_ms, body })
     }
 
     pub fn stale(&self, now_ms: u64) -> bool {

@@ -26,8 +26,8 @@ pub fn log(level: LogLevel, msg: &str) {
 pub fn fill_random(buf: &mut [u8]) {
     if getrandom::getrandom(buf).is_err() {
         let t = now_ms().to_be_bytes();
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = t[i % 8] ^ (i as u8);
+        for (b, (i, x)) in buf.iter_mut().zip(t.iter().cycle().enumerate()) {
+            *b = x ^ (i as u8);
         }
     }
 }
