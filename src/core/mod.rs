@@ -18,6 +18,8 @@ pub mod introspection;
 pub mod jwt;
 pub mod login;
 pub mod reply;
+#[cfg(test)]
+mod robustness;
 pub mod session;
 pub mod upstream;
 

@@ -1,0 +1,107 @@
+//! Hostile-input tests: random and mutated requests, cookies, tokens and IdP answers are fed
+//! to every entry point of the core; nothing may panic (a panic kills the Wasm VM).
+
+use crate::core::config::Plan;
+use crate::core::discovery::Metadata;
+use crate::core::flow::{Caches, Env, Flow, Inputs};
+use crate::core::idp::IdpResponse;
+use crate::core::jwt::KeySet;
+
+/// xorshift64*: deterministic, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+
+    /// A string built from fragments that mean something to the parsers, and noise.
+    fn text(&mut self) -> String {
+        const BITS: [&str; 24] = [
+            "Bearer ", "Basic ", "eyJ", ".", "=", ";", " ", "session=", "session_2=", "2.", "16.", "authorization=",
+            "access_token=", "&", "?", "/callback", "code=", "state=", "error=", "%", "\u{fffd}", "\u{0}", "am9objpkb2U=",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ];
+        let n = self.next() % 12;
+        (0..n).map(|_| self.pick(&BITS)).collect()
+    }
+}
+
+const PLANS: [&str; 3] = [
+    "auth_methods: [bearer, introspection, userinfo, refresh_token, password, client_credentials]\nbearer_token_param_type: [header, query, cookie]\nbearer_token_cookie_name: at\nproof_of_possession_mtls: optional\nscopes_required: [a]\n",
+    "auth_methods: [session, authorization_code, bearer]\nsession_secret: 0123456789abcdef0123\nredirect_uri: http://h/callback\nlogout_uri_suffix: /logout\nlogout_revoke: true\n",
+    "auth_methods: [password]\ncache_tokens: false\n",
+];
+
+fn plan(extra: &str) -> Plan {
+    let base = "issuer: https://idp\nidp_cluster: idp\nclient_id: c\nclient_auth: tls_client_auth\ntls_client_auth_cluster: m\n";
+    Plan::parse(format!("{base}{extra}").as_bytes()).unwrap()
+}
+
+#[test]
+fn random_requests_and_idp_answers_never_panic() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for extra in PLANS {
+        let plan = plan(extra);
+        let meta = Metadata::parse(
+            &plan,
+            br#"{"issuer":"https://idp","authorization_endpoint":"https://idp/a","token_endpoint":"https://idp/t","introspection_endpoint":"https://idp/i","userinfo_endpoint":"https://idp/u","revocation_endpoint":"https://idp/r","end_session_endpoint":"https://idp/e","jwks_uri":"https://idp/k"}"#,
+        )
+        .unwrap();
+        let keys = KeySet::parse(br#"{"keys":[]}"#).unwrap();
+        let mut caches = Caches::new(64);
+        for i in 0..3000u64 {
+            let (a, p, c, r, m, acc) = (rng.text(), rng.text(), rng.text(), rng.text(), rng.pick(&["GET", "POST", "DELETE"]), rng.text());
+            let inputs = Inputs {
+                authorization: Some(a.as_str()).filter(|_| i % 5 != 0),
+                path: Some(p.as_str()),
+                cookie: Some(c.as_str()),
+                refresh_token: Some(r.as_str()).filter(|_| i % 3 == 0),
+                peer_cert_sha256: Some(acc.as_str()),
+                method: Some(m),
+                accept: Some(if i % 2 == 0 { "text/html" } else { acc.as_str() }),
+                x_requested_with: None,
+                https: i % 2 == 0,
+            };
+            let mut random = |b: &mut [u8]| b.fill(7);
+            let mut env = Env { plan: &plan, meta: Some(&meta), keys: Some(&keys), caches: &mut caches, now_ms: 1_800_000_000_000, random: &mut random };
+            let mut flow = Flow::new();
+            let _ = flow.start(&mut env, inputs);
+            // whatever state it is in, every event must be answered without a panic
+            let body = rng.text().into_bytes();
+            let resp = IdpResponse { status: [None, Some(200), Some(400), Some(401), Some(503)][(rng.next() % 5) as usize], body, elapsed_ms: rng.next() % 20_000 };
+            let _ = flow.idp_answered(&mut env, &resp);
+            let _ = flow.idp_ready(&mut env);
+            let _ = flow.timed_out();
+        }
+    }
+}
+
+#[test]
+fn random_configuration_documents_never_panic() {
+    let mut rng = Rng(42);
+    for _ in 0..2000 {
+        let doc = format!("issuer: https://idp\nidp_cluster: idp\n{}: {}\n", rng.pick(&["client_auth", "scopes", "timeout", "redirect_uri", "session_secret", "leeway", "roles_claim"]), rng.text());
+        let _ = Plan::parse(doc.as_bytes());
+        let _ = Plan::parse(rng.text().as_bytes());
+    }
+}
+
+#[test]
+fn random_idp_documents_never_panic() {
+    let mut rng = Rng(7);
+    let plan = plan("");
+    for _ in 0..2000 {
+        let t = rng.text();
+        let _ = Metadata::parse(&plan, t.as_bytes());
+        let _ = KeySet::parse(t.as_bytes());
+        let _ = KeySet::parse(format!(r#"{{"keys":[{{"kty":"RSA","n":"{t}","e":"AQAB"}},{{"kty":"EC","crv":"P-256","x":"{t}","y":"{t}"}}]}}"#).as_bytes());
+    }
+}
