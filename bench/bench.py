@@ -24,6 +24,7 @@ import datetime
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -97,6 +98,7 @@ class WrkResult:
     p90_ms: float
     p99_ms: float
     raw: str
+    cpu_seconds: float = 0.0   # wrk's own CPU time (user + system)
 
     @property
     def rps(self) -> float:
@@ -119,18 +121,42 @@ def run_wrk(args: argparse.Namespace, url: str, total: int, *, headers: dict[str
         argv += ["-H", f"{k}: {v}"]
     argv.append(url)
     preexec = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
-    p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=args.max_seconds + 60,
-                       preexec_fn=preexec)
-    m = re.search(r"^BENCH (.*)$", p.stdout, re.M)
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=preexec)
+    # wrk sleeps for its whole -d even when every thread has stopped: SIGINT ends the sleep
+    done, stderr = 0, []
+    try:
+        while True:
+            line = p.stderr.readline()
+            if not line:
+                break
+            if line.startswith("BENCH_THREAD_DONE"):
+                done += 1
+                if done == args.threads:
+                    p.send_signal(signal.SIGINT)
+            else:
+                stderr.append(line)
+        stdout, rest = p.communicate(timeout=args.max_seconds + 60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    stderr.append(rest or "")
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    m = re.search(r"^BENCH (.*)$", stdout, re.M)
     if p.returncode != 0 or not m:
-        raise RuntimeError(f"wrk failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+        raise RuntimeError(f"wrk failed ({p.returncode}):\n{stdout}\n{''.join(stderr)}")
     kv = {k: float(v) for k, v in (item.split("=") for item in m.group(1).split())}
+    finished = int(kv["finished_threads"]) == args.threads
     return WrkResult(
-        requests=int(kv["requests"]), seconds=kv["duration_us"] / 1e6, non200=int(kv["non200"]),
+        requests=min(int(kv["counted"]), total) if finished else int(kv["requests"]), seconds=kv["duration_us"] / 1e6, non200=int(kv["non200"]),
         first_bad_status=int(kv["first_bad_status"]),
         socket_errors=int(kv["connect_errors"] + kv["read_errors"] + kv["write_errors"] + kv["timeouts"]),
         reused_tokens=int(kv["reused_tokens"]),
-        p50_ms=kv["p50_us"] / 1000, p90_ms=kv["p90_us"] / 1000, p99_ms=kv["p99_us"] / 1000, raw=p.stdout)
+        p50_ms=kv["p50_us"] / 1000, p90_ms=kv["p90_us"] / 1000, p99_ms=kv["p99_us"] / 1000, raw=stdout,
+        cpu_seconds=wrk_cpu)
 
 
 # ---------------------------------------------------------------------------
@@ -189,6 +215,7 @@ class Row:
     rss_after: float = 0.0
     cpu_front: float = 0.0
     cpu_upstream: float = 0.0
+    cpu_wrk: float = 0.0
     error: str | None = None
 
 
@@ -206,7 +233,8 @@ class Bench:
 
     # -- processes -----------------------------------------------------------
     def start_front(self, *, plugin: dict | None = None, with_filter: bool = True,
-                    mutate: Callable[[dict], None] | None = None, port: int | None = None) -> harness.Envoy:
+                    mutate: Callable[[dict], None] | None = None, port: int | None = None,
+                    tag: str = "") -> harness.Envoy:
         self.counter += 1
         port = port or harness.free_port()
         admin = harness.free_port()
@@ -215,7 +243,7 @@ class Bench:
             admin_port=admin, plugin_config=plugin, issuer=self.idp.issuer, with_filter=with_filter,
             mutate=mutate)
         proxy = harness.start_envoy(cfg, WORK, port=port, admin_port=admin, concurrency=self.args.concurrency,
-                                    log_level="warn", name=f"front-{self.counter}", timeout=60)
+                                    log_level="warn", name=f"front-{self.counter:02d}{'-' + tag if tag else ''}", timeout=60)
         self.procs.append(proxy)
         pin(proxy.process.pid, self.front_cpus)
         return proxy
@@ -261,7 +289,7 @@ class Bench:
         self.jwks = self.idp.jwks()
         # tokens for the cold paths: one per request (warm-up and measured ranges are disjoint)
         self.cold_offset = a.warmup + a.connections + 16
-        n = self.cold_offset + a.cold_requests + a.connections + 16
+        n = self.cold_offset + max(a.cold_requests, a.jwt_authn_cold_requests) + a.connections + 16
         self.tokens_file = WORK / "tokens.txt"
         t0 = time.monotonic()
         tokens = self.mint_tokens(n)
@@ -330,31 +358,32 @@ class Bench:
         assert cookies, "the login set no session cookie"
         return {"Cookie": harness.cookie_header(harness.session_chunks(cookies)), "Accept": "application/json"}
 
-    def browser_envoy(self, **extra: Any) -> harness.Envoy:
+    def browser_envoy(self, tag: str = "", **extra: Any) -> harness.Envoy:
         port = harness.free_port()
         plugin = harness.browser_config(self.idp, f"http://127.0.0.1:{port}/callback",
                                         session_secret=SESSION_SECRET, **extra)
-        return self.start_front(plugin=plugin, port=port)
+        return self.start_front(plugin=plugin, port=port, tag=tag)
 
     # -- throughput ----------------------------------------------------------
     def run_scenario(self, s: Scenario) -> Row:
         a = self.args
         row = Row(s)
         if s.kind == "none":
-            proxy = self.start_front(with_filter=False)
+            proxy = self.start_front(with_filter=False, tag=s.key)
         elif s.kind == "jwt_authn":
-            proxy = self.start_front(with_filter=False, mutate=jwt_authn_mutator(self.idp, self.jwks, cache=s.jwt_cache))
+            proxy = self.start_front(with_filter=False, tag=s.key,
+                                     mutate=jwt_authn_mutator(self.idp, self.jwks, cache=s.jwt_cache))
         elif s.key == "session":
-            proxy = self.browser_envoy()
+            proxy = self.browser_envoy(tag=s.key)
         else:
-            proxy = self.start_front(plugin=s.plugin())
+            proxy = self.start_front(plugin=s.plugin(), tag=s.key)
         try:
             headers = s.headers() if s.headers else {}
             if s.prepare:
                 headers.update(s.prepare(proxy))
             url = proxy.url("/bench")
             pid = proxy.process.pid
-            total = a.cold_requests if s.cold else a.requests
+            total = (a.jwt_authn_cold_requests if s.kind == "jwt_authn" else a.cold_requests) if s.cold else a.requests
             tokens = self.tokens_file if s.cold else None
             row.rss_before = rss_mib(pid)
             warm = run_wrk(a, url, a.warmup, headers=headers, tokens=tokens, token_offset=0, cpus=self.other_cpus)
@@ -364,15 +393,17 @@ class Bench:
             c0, u0, t0 = cpu_seconds(pid), cpu_seconds(self.upstream.process.pid), time.monotonic()
             res = run_wrk(a, url, total, headers=headers, tokens=tokens, token_offset=self.cold_offset,
                           cpus=self.other_cpus)
-            wall = time.monotonic() - t0
+            # CPU over wrk's measured interval (the process start-up around it is idle time)
+            wall = res.seconds or (time.monotonic() - t0)
             row.cpu_front = 100 * (cpu_seconds(pid) - c0) / wall
             row.cpu_upstream = 100 * (cpu_seconds(self.upstream.process.pid) - u0) / wall
+            row.cpu_wrk = 100 * res.cpu_seconds / wall
             row.rss_after = rss_mib(pid)
             row.result = res
             if proxy.returncode is not None:
                 row.error = f"front Envoy exited with {proxy.returncode}"
             log(f"  {s.key:16} {res.rps:9.0f} req/s  p50 {res.p50_ms:6.2f} ms  p99 {res.p99_ms:6.2f} ms  "
-                f"non-200 {res.non200}  socket errors {res.socket_errors}  front CPU {row.cpu_front:.0f}%")
+                f"non-200 {res.non200}  socket errors {res.socket_errors}  CPU front {row.cpu_front:.0f}% upstream {row.cpu_upstream:.0f}% wrk {row.cpu_wrk:.0f}%")
         except Exception as e:  # noqa: BLE001 -- one broken scenario must not hide the others
             row.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             log(f"  {s.key}: FAILED: {e}\n{proxy.log()[-3000:]}")
@@ -391,10 +422,10 @@ class Bench:
             time.sleep(0.01)
 
     def login_cost(self) -> dict[str, Any]:
-        proxy = self.browser_envoy()
+        proxy = self.browser_envoy(tag="login-cost")
         try:
             harness.login(proxy, self.idp, "/")     # warm-up: discovery, JWKS, the mTLS connection
-            own, walls, idps = [], [], []
+            own, walls, idps, plain = [], [], [], []
             for i in range(self.args.logins):
                 flow = harness.start_login(proxy, self.idp, f"/login-{i}")
                 flow.authenticate()
@@ -409,13 +440,17 @@ class Bench:
                 walls.append(wall)
                 idps.append(sum(token_ms))
                 own.append(wall - sum(token_ms))
-            return {"own": own, "wall": walls, "idp": idps}
+                t0 = time.perf_counter()
+                final = flow.follow()
+                plain.append((time.perf_counter() - t0) * 1000)
+                assert final.status_code == 200, f"request with the new session: {final.status_code}"
+            return {"own": own, "wall": walls, "idp": idps, "plain": plain}
         finally:
             self.stop(proxy)
 
     def handshakes(self, name: str, plugin: dict, headers: dict[str, str], concurrent_clients: int) -> dict:
         """IdP connections opened (cluster idp-mtls) per 100 token requests with caching off."""
-        proxy = self.start_front(plugin=plugin)
+        proxy = self.start_front(plugin=plugin, tag=f"connections-{name.split()[0]}-{concurrent_clients}")
         try:
             keys = ("upstream_cx_total", "upstream_rq_total", "ssl.handshake")
 
@@ -452,7 +487,7 @@ def machine_info(args: argparse.Namespace, bench: Bench) -> list[str]:
             cpu = line.split(":", 1)[1].strip()
             break
     envoy_v = subprocess.run([harness.envoy_binary(), "--version"], capture_output=True, text=True).stdout
-    m = re.search(r"version: \S+/([^/\s]+)/", envoy_v)
+    m = re.search(r"version: [0-9a-f]+/([^/\s]+)/", envoy_v)
     wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
     wm = re.search(r"wrk (\S+)", wrk_v.stdout + wrk_v.stderr)
     wasm = harness.WASM_PATH
@@ -466,7 +501,8 @@ def machine_info(args: argparse.Namespace, bench: Bench) -> list[str]:
         f"- `dist/oidc.wasm`: {wasm.stat().st_size:,} bytes",
         f"- front Envoy `--concurrency {args.concurrency}`, upstream Envoy `--concurrency {args.upstream_concurrency}` "
         f"(direct_response 200); wrk {args.threads} thread(s), {args.connections} connections, "
-        f"{args.requests} requests per scenario ({args.cold_requests} with a new token every request) "
+        f"{args.requests} requests per scenario (new token every request: {args.cold_requests} for the filter, "
+        f"{args.jwt_authn_cold_requests} for jwt_authn) "
         f"after {args.warmup} warm-up requests; {pinning}",
     ]
 
@@ -482,7 +518,7 @@ def throughput_table(rows: list[Row]) -> list[str]:
     none = by_key.get("none")
     none_rps = none.result.rps if none and none.result else None
     out = ["| scenario | requests/s | p50 ms | p99 ms | vs no filter | vs jwt_authn | Envoy RSS before → after (MiB) "
-           "| non-200 / errors | CPU front / upstream |",
+           "| non-200 / socket errors | CPU % front / upstream / wrk |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         s, res = r.scenario, r.result
@@ -492,8 +528,7 @@ def throughput_table(rows: list[Row]) -> list[str]:
         base_key = s.baseline
         base = by_key.get(base_key) if base_key else None
         base_rps = base.result.rps if base and base.result else None
-        vs_jwt = ratio(res.rps, base_rps) + (f" (vs {base.scenario.label})" if base and s.cold else "") \
-            if base_key else "—"
+        vs_jwt = (ratio(res.rps, base_rps) + (" (vs new-token jwt_authn)" if s.cold else "")) if base_key else "—"
         errs = f"{res.non200} / {res.socket_errors}"
         if res.non200:
             errs = f"**{res.non200}** (first {res.first_bad_status}) / {res.socket_errors}"
@@ -505,7 +540,7 @@ def throughput_table(rows: list[Row]) -> list[str]:
             errs += f" ({res.reused_tokens} tokens reused)"
         out.append(f"| {s.label} | {res.rps:,.0f} | {res.p50_ms:.2f} | {res.p99_ms:.2f} | "
                    f"{'—' if s.key == 'none' else ratio(res.rps, none_rps)} | {vs_jwt} | "
-                   f"{r.rss_before:.1f} → {r.rss_after:.1f} | {errs} | {r.cpu_front:.0f}% / {r.cpu_upstream:.0f}% |")
+                   f"{r.rss_before:.1f} → {r.rss_after:.1f} | {errs} | {r.cpu_front:.0f} / {r.cpu_upstream:.0f} / {r.cpu_wrk:.0f} |")
     return out
 
 
@@ -526,8 +561,10 @@ def login_table(cost: dict | None, hs: list[dict]) -> list[str]:
                    f"{n} logins | median **{statistics.median(cost['own']):.1f} ms**, p90 {pct(cost['own'], 90):.1f} ms |")
         out.append(f"| callback wall time at the client | median {statistics.median(cost['wall']):.1f} ms, "
                    f"p90 {pct(cost['wall'], 90):.1f} ms |")
-        out.append(f"| IdP's own time for that POST /token | median {statistics.median(cost['idp']):.0f} ms, "
-                   f"p90 {pct(cost['idp'], 90):.0f} ms |")
+        out.append(f"| IdP's own time for that POST /token (its log's `ms=`, whole ms) | "
+                   f"median {statistics.median(cost['idp']):.0f} ms, p90 {pct(cost['idp'], 90):.0f} ms |")
+        out.append(f"| for scale: the next request, with the new session cookie, same client | "
+                   f"median {statistics.median(cost['plain']):.1f} ms, p90 {pct(cost['plain'], 90):.1f} ms |")
     for h in hs:
         per100 = 100 * h["upstream_cx_total"] / h["upstream_rq_total"] if h["upstream_rq_total"] else float("nan")
         who = "sequential requests" if h["clients"] <= 1 else f"{h['clients']} concurrent clients"
@@ -549,6 +586,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--requests", type=int, default=20000, help="measured requests per same-token/cached scenario")
     p.add_argument("--cold-requests", type=int, default=2000,
                    help="measured requests per new-token-every-request scenario (as many tokens are minted)")
+    p.add_argument("--jwt-authn-cold-requests", type=int, default=10000,
+                   help="measured requests of jwt_authn with a new token every request (it is ~10x faster)")
     p.add_argument("--warmup", type=int, default=500, help="warm-up requests before each measurement")
     p.add_argument("--logins", type=int, default=30, help="authorization code logins timed")
     p.add_argument("--token-requests", type=int, default=100, help="token requests for the TLS connection count")

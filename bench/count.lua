@@ -12,7 +12,25 @@
 --                       runs use disjoint ranges)
 -- Static headers (a fixed token, a cookie, Basic) are given with wrk's -H.
 --
+-- wrk's own duration is its -d, whatever the scripts do (thread:stop() ends a
+-- thread's event loop, not wrk's sleep), so the time is measured here with
+-- LuaJIT's FFI (CLOCK_MONOTONIC): from the end of the first thread's init()
+-- (just before wrk starts that thread) to the last counted response.  Each
+-- thread prints BENCH_THREAD_DONE on stderr when it has its share; bench.py
+-- then sends wrk SIGINT, which ends its sleep.
+--
 -- done() prints one line:  BENCH key=value ...  that bench.py parses.
+
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clk_id, bench_timespec *tp);
+]]
+local ts = ffi.new("bench_timespec")
+local function now()
+   ffi.C.clock_gettime(1, ts)  -- CLOCK_MONOTONIC
+   return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) / 1e9
+end
 
 local total = tonumber(os.getenv("BENCH_TOTAL") or "1000")
 local nthreads = tonumber(os.getenv("BENCH_THREADS") or "1")
@@ -37,6 +55,8 @@ function init(args)
          if line ~= "" then tokens[#tokens + 1] = line end
       end
    end
+   t_start = now()
+   t_end = 0
 end
 
 if token_file then
@@ -55,23 +75,35 @@ function response(status, headers, body)
       non200 = non200 + 1
       if first_bad == nil then first_bad = status end
    end
-   if responses >= limit then wrk.thread:stop() end
+   if responses == limit then
+      t_end = now()
+      io.stderr:write("BENCH_THREAD_DONE\n")
+      io.stderr:flush()
+      wrk.thread:stop()
+   end
 end
 
 function done(summary, latency, requests)
    local bad, counted, reused, first = 0, 0, 0, 0
+   local t0, t1, finished = math.huge, 0, 0
    for _, t in ipairs(threads) do
+      t0 = math.min(t0, t:get("t_start"))
+      if t:get("t_end") > 0 then finished = finished + 1 end
+      t1 = math.max(t1, t:get("t_end"))
       bad = bad + (t:get("non200") or 0)
       counted = counted + (t:get("responses") or 0)
       reused = reused + (t:get("wrapped") or 0)
       if first == 0 and t:get("first_bad") then first = t:get("first_bad") end
    end
+   -- a thread that never got its share ran until wrk's -d: fall back to wrk's duration
+   local duration_us = summary.duration
+   if finished == #threads and t1 > t0 then duration_us = (t1 - t0) * 1e6 end
    local e = summary.errors
    io.write(string.format(
-      "BENCH requests=%d duration_us=%d counted=%d non200=%d first_bad_status=%d "
+      "BENCH requests=%d duration_us=%d finished_threads=%d counted=%d non200=%d first_bad_status=%d "
       .. "connect_errors=%d read_errors=%d write_errors=%d timeouts=%d status_errors=%d reused_tokens=%d "
       .. "p50_us=%d p90_us=%d p99_us=%d max_us=%d mean_us=%.1f\n",
-      summary.requests, summary.duration, counted, bad, first,
+      summary.requests, duration_us, finished, counted, bad, first,
       e.connect, e.read, e.write, e.timeout, e.status, reused,
       latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
 end
