@@ -1,11 +1,15 @@
-//! Per-worker caches of what the IdP (or a signature check) already established: grant
-//! results, verified JWTs, introspection answers.
+//! Per-worker caches of what the IdP (or a signature check, or a decryption) already
+//! established: grant results, verified JWTs, introspection answers, opened sessions.
 //!
-//! Keys are SHA-256 hashes over length-prefixed parts, so a wrong password can never hit
-//! another user's cached token, and neither passwords nor tokens are kept as keys. Entries
-//! expire shortly before the token does.
+//! Grant results are keyed by a SHA-256 over length-prefixed parts ([`key`]), so a wrong
+//! password can never hit another user's cached token and no password is kept. Tokens and
+//! session cookies are keyed by themselves (compared whole, so no collision can match a
+//! forged value; hashing them with SHA-256 on every request would cost more than it hides:
+//! the token is in the request anyway). Entries expire shortly before the token does.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 
 use sha2::{Digest, Sha256};
 
@@ -41,28 +45,31 @@ struct Entry<V> {
 }
 
 /// A bounded map from key to value with expiry.
-pub struct Cache<V> {
-    entries: HashMap<Key, Entry<V>>,
+pub struct Cache<K, V> {
+    entries: HashMap<K, Entry<V>>,
     capacity: usize,
 }
 
-impl<V> Cache<V> {
+impl<K: Hash + Eq + Clone, V> Cache<K, V> {
     pub fn new(capacity: usize) -> Self {
         Cache { entries: HashMap::new(), capacity: capacity.max(1) }
     }
 
-    pub fn get(&self, key: &Key, now_ms: u64) -> Option<&V> {
+    pub fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q, now_ms: u64) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
         self.entries.get(key).filter(|e| e.until_ms > now_ms).map(|e| &e.value)
     }
 
     /// Stores `value` for a token expiring at `expires_at_ms` (see [`usable_until`]).
-    pub fn put(&mut self, key: Key, value: V, expires_at_ms: u64, now_ms: u64) {
+    pub fn put(&mut self, key: K, value: V, expires_at_ms: u64, now_ms: u64) {
         let Some(until_ms) = usable_until(expires_at_ms, now_ms) else { return };
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
             self.entries.retain(|_, e| e.until_ms > now_ms);
             if self.entries.len() >= self.capacity {
                 // Still full of live entries: drop the one closest to expiry.
-                if let Some(k) = self.entries.iter().min_by_key(|(_, e)| e.until_ms).map(|(k, _)| *k) {
+                if let Some(k) = self.entries.iter().min_by_key(|(_, e)| e.until_ms).map(|(k, _)| k.clone()) {
                     self.entries.remove(&k);
                 }
             }
@@ -94,7 +101,7 @@ mod tests {
 
     #[test]
     fn expires_before_the_token() {
-        let mut c = Cache::new(10);
+        let mut c: Cache<Key, &str> = Cache::new(10);
         let k = key(&["x"]);
         c.put(k, "tok", 100_000, 0);
         assert_eq!(c.get(&k, 89_999), Some(&"tok"));
@@ -106,7 +113,7 @@ mod tests {
 
     #[test]
     fn short_lived_not_cached() {
-        let mut c = Cache::new(10);
+        let mut c: Cache<Key, &str> = Cache::new(10);
         c.put(key(&["y"]), "tok", 500, 0);
         c.put(key(&["z"]), "tok", 0, 10);
         assert!(c.is_empty());
@@ -114,11 +121,11 @@ mod tests {
 
     #[test]
     fn bounded() {
-        let mut c = Cache::new(3);
+        let mut c: Cache<Box<str>, &str> = Cache::new(3);
         for i in 0..10u64 {
-            c.put(key(&[&i.to_string()]), "t", 100_000 + i, 0);
+            c.put(i.to_string().into(), "t", 100_000 + i, 0);
         }
         assert_eq!(c.len(), 3);
-        assert_eq!(c.get(&key(&["9"]), 0), Some(&"t"));
+        assert_eq!(c.get("9", 0), Some(&"t"));
     }
 }
