@@ -75,7 +75,7 @@ pub struct Caches {
     pub introspections: Cache<Box<str>, Rc<Claims>>,
     /// Opened session cookies, by sealed value: AES-GCM runs once per cookie, not per
     /// request (timeouts are still checked on every use).
-    pub sessions: Cache<Box<str>, Rc<Session>>,
+    pub sessions: Cache<Box<str>, Rc<(Session, Identity)>>,
 }
 
 /// How long an opened session cookie stays in the cache.
@@ -191,18 +191,21 @@ impl Flow {
         let path = req.path.unwrap_or("/");
         self.session_chunks = session::chunks_present(cookie, &s.cookie_name);
         let now = env.now();
-        let session = session::join(cookie, &s.cookie_name)
+        // The opened session and what it establishes, from the cache or by decrypting.
+        let opened = session::join(cookie, &s.cookie_name)
             .and_then(|sealed| {
                 if let Some(open) = env.caches.sessions.get(sealed.as_str(), env.now_ms) {
-                    return Some((**open).clone());
+                    return Some(open.clone());
                 }
-                let open: Session = serde_json::from_slice(&s.sealer.open(&s.cookie_name, &sealed)?).ok()?;
-                env.caches.sessions.put(sealed.into(), Rc::new(open.clone()), env.now_ms + SESSION_CACHE_MS, env.now_ms);
+                let session: Session = serde_json::from_slice(&s.sealer.open(&s.cookie_name, &sealed)?).ok()?;
+                let identity = session_identity(&session);
+                let open = Rc::new((session, identity));
+                env.caches.sessions.put(sealed.into(), open.clone(), env.now_ms + SESSION_CACHE_MS, env.now_ms);
                 Some(open)
             })
-            .filter(|x| x.alive(&s.timeouts, now));
+            .filter(|open| open.0.alive(&s.timeouts, now));
         if login::is_logout(plan, req.method.unwrap_or("GET"), path) {
-            return Some(self.logout(env, session));
+            return Some(self.logout(env, opened.map(|open| open.0.clone())));
         }
         if plan.has(AuthMethod::AuthorizationCode) {
             if let Some(cb) = login::callback(plan, path) {
@@ -223,17 +226,17 @@ impl Flow {
                 });
             }
         }
-        let session = session?;
+        let opened = opened?;
+        let (session, identity) = (&opened.0, &opened.1);
         self.presented = Some(Presented::Session);
         let expired = session.exp != 0 && session.exp <= now.saturating_add(plan.leeway.max(1));
         if !expired {
             let renew = session.due_for_renewal(&s.timeouts, now);
-            let identity = session_identity(&session);
-            let cookies = if renew { self.session_cookies(env, &Session { ren: now, ..session }) } else { Vec::new() };
+            let cookies = if renew { self.session_cookies(env, &Session { ren: now, ..session.clone() }) } else { Vec::new() };
             return Some(self.finish_with(plan, identity, None, cookies));
         }
         if plan.refresh_tokens && session.rt.is_some() {
-            return Some(self.run(env, Op::Refresh(session)));
+            return Some(self.run(env, Op::Refresh(session.clone())));
         }
         // Expired without a way to refresh: a new login (or other credentials).
         self.presented = None;
@@ -280,7 +283,7 @@ impl Flow {
                             ..old
                         };
                         let cookies = self.session_cookies(env, &session);
-                        self.finish_with(plan, session_identity(&session), None, cookies)
+                        self.finish_with(plan, &session_identity(&session), None, cookies)
                     }
                     Err(Error::InvalidToken(_) | Error::InvalidCredentials) => {
                         // The refresh token is gone: log in again (browser) or 401.
@@ -647,12 +650,12 @@ impl Flow {
     }
 
     fn finish(&mut self, plan: &Plan, identity: Identity, new_refresh_token: Option<&str>) -> Step {
-        self.finish_with(plan, identity, new_refresh_token, Vec::new())
+        self.finish_with(plan, &identity, new_refresh_token, Vec::new())
     }
 
     /// Proof of possession, authorization rules, then the upstream headers; `cookies` are
     /// `Set-Cookie` headers for the response.
-    fn finish_with(&mut self, plan: &Plan, identity: Identity, new_refresh_token: Option<&str>, cookies: Vec<(String, String)>) -> Step {
+    fn finish_with(&mut self, plan: &Plan, identity: &Identity, new_refresh_token: Option<&str>, cookies: Vec<(String, String)>) -> Step {
         let presented = self.presented.clone().unwrap_or(Presented::Basic);
         if matches!(presented, Presented::Bearer(_)) {
             if let Err(e) = check_binding(plan.pop, &identity.claims, self.peer_cert_sha256.as_deref()) {
@@ -663,7 +666,7 @@ impl Flow {
             return self.deny(Error::InsufficientScope(rule.name));
         }
         self.state = State::Done;
-        let mut fwd = upstream::forward(plan, &identity, &presented, &self.original, new_refresh_token);
+        let mut fwd = upstream::forward(plan, identity, &presented, &self.original, new_refresh_token);
         fwd.response_set.extend(cookies);
         Step::Forward(fwd)
     }
