@@ -55,16 +55,6 @@ pub fn cookies(header: &str) -> impl Iterator<Item = (&str, &str)> {
     header.split(';').filter_map(|c| c.trim().split_once('=')).map(|(k, v)| (k.trim(), v.trim().trim_matches('"')))
 }
 
-/// The `Cookie` header without cookie `name`; `None` when nothing is left.
-pub fn without_cookie(header: &str, name: &str) -> Option<String> {
-    let kept: Vec<&str> = header
-        .split(';')
-        .map(str::trim)
-        .filter(|c| !c.is_empty() && c.split_once('=').map(|(k, _)| k.trim()) != Some(name))
-        .collect();
-    (!kept.is_empty()).then(|| kept.join("; "))
-}
-
 /// `:path` without query argument `name` (other arguments keep their encoding).
 pub fn without_query_param(path: &str, name: &str) -> String {
     let Some((base, query)) = path.split_once('?') else { return path.to_string() };
@@ -161,8 +151,6 @@ mod tests {
         assert_eq!(without_query_param("/p?a=1&access_token=x&b=%20", "access_token"), "/p?a=1&b=%20");
         assert_eq!(without_query_param("/p?access_token=x", "access_token"), "/p");
         assert_eq!(without_query_param("/p", "access_token"), "/p");
-        assert_eq!(without_cookie("a=1; at=x; b=2", "at").as_deref(), Some("a=1; b=2"));
-        assert_eq!(without_cookie("at=x", "at"), None);
     }
 
     #[test]
