@@ -214,14 +214,11 @@ impl Flow {
                     .and_then(|(_, v)| s.sealer.open(&s.authorization_cookie_name, v))
                     .and_then(|b| serde_json::from_slice::<Pending>(&b).ok())
                     .filter(|p| now.saturating_sub(p.iat) <= s.authorization_ttl);
-                return Some(match login::check_callback(&cb, pending.as_ref()) {
-                    Ok(code) => match pending {
-                        Some(pending) => {
-                            let grant = Grant::AuthorizationCode { code, verifier: pending.verifier.clone() };
-                            self.run(env, Op::Code { grant, pending })
-                        }
-                        None => self.respond_error(env, Error::Internal("login state lost"), false),
-                    },
+                return Some(match login::check_callback(&cb, pending) {
+                    Ok((code, pending)) => {
+                        let grant = Grant::AuthorizationCode { code, verifier: pending.verifier.clone() };
+                        self.run(env, Op::Code { grant, pending })
+                    }
                     Err(e) => self.respond_error(env, e, false),
                 });
             }

@@ -104,8 +104,8 @@ pub fn callback(plan: &Plan, path: &str) -> Option<Callback> {
     (cb.code.is_some() || cb.state.is_some() || cb.error.is_some()).then_some(cb)
 }
 
-/// Checks the callback against the pending login; returns the code.
-pub fn check_callback(cb: &Callback, pending: Option<&Pending>) -> Result<String, Error> {
+/// Checks the callback against the pending login; returns the code and the login.
+pub fn check_callback(cb: &Callback, pending: Option<Pending>) -> Result<(String, Pending), Error> {
     if let Some(e) = &cb.error {
         let e: String = e.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
         return Err(Error::LoginFailed(if e == "access_denied" {
@@ -119,7 +119,8 @@ pub fn check_callback(cb: &Callback, pending: Option<&Pending>) -> Result<String
     if !constant_time_eq(state.as_bytes(), pending.state.as_bytes()) {
         return Err(Error::LoginFailed("the callback's state does not match the login in progress"));
     }
-    cb.code.clone().filter(|c| !c.is_empty()).ok_or(Error::LoginFailed("the callback has no code"))
+    let code = cb.code.clone().filter(|c| !c.is_empty()).ok_or(Error::LoginFailed("the callback has no code"))?;
+    Ok((code, pending))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -235,11 +236,11 @@ mod tests {
         assert!(callback(&p, "/callback").is_none(), "no code/state/error: not a callback");
         assert!(callback(&p, "/other?code=x").is_none());
         let cb = callback(&p, "/cb2?code=c&state=s").unwrap();
-        assert_eq!(check_callback(&cb, Some(&Pending { state: "s".into(), ..pending() })).unwrap(), "c");
+        assert_eq!(check_callback(&cb, Some(Pending { state: "s".into(), ..pending() })).unwrap().0, "c");
         assert!(matches!(check_callback(&cb, None), Err(Error::LoginFailed(_))));
-        assert!(matches!(check_callback(&cb, Some(&pending())), Err(Error::LoginFailed(_))));
+        assert!(matches!(check_callback(&cb, Some(pending())), Err(Error::LoginFailed(_))));
         let denied = callback(&p, "/callback?error=access_denied&state=s").unwrap();
-        assert!(matches!(check_callback(&denied, Some(&pending())), Err(Error::LoginFailed(d)) if d.contains("access_denied")));
+        assert!(matches!(check_callback(&denied, Some(pending())), Err(Error::LoginFailed(d)) if d.contains("access_denied")));
     }
 
     #[test]
