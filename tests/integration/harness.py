@@ -1096,3 +1096,18 @@ def idp_login_flow(idp: "IdP", client_id: str, redirect_uri: str, *, scope: str 
     flow = LoginFlow(proxy=None, idp=idp, http=http or requests.Session(), path="", start=None,  # type: ignore[arg-type]
                      headers=dict(BROWSER_HEADERS), authorize_url=url, authorize_params=sent, idp_responses=[])
     return flow, {**sent, "code_verifier": verifier}
+
+
+def mtls_plugin_config(idp, methods, **extra) -> dict:
+    """The filter with its own client `client-tls-auth` authenticated over mTLS
+    (tls_client_auth through the `idp-mtls` cluster), for the given auth methods."""
+    cfg = {
+        "issuer": idp.issuer,
+        "idp_cluster": "idp",
+        "tls_client_auth_cluster": "idp-mtls",
+        "client_id": "client-tls-auth",
+        "client_auth": "tls_client_auth",
+        "auth_methods": list(methods),
+    }
+    cfg.update(extra)
+    return cfg

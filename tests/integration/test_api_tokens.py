@@ -24,16 +24,7 @@ from harness import JWT_AUDIENCE, idp_jwt, make_jwt
 # ---------------------------------------------------------------------------
 def api_config(idp, methods=("bearer",), **extra):
     """The filter as an API gateway: its own client is client-tls-auth over mTLS."""
-    cfg = {
-        "issuer": idp.issuer,
-        "idp_cluster": "idp",
-        "tls_client_auth_cluster": "idp-mtls",
-        "client_id": "client-tls-auth",
-        "client_auth": "tls_client_auth",
-        "auth_methods": list(methods),
-    }
-    cfg.update(extra)
-    return cfg
+    return harness.mtls_plugin_config(idp, methods, **extra)
 
 
 def bearer(token: str) -> dict:

@@ -3,18 +3,11 @@ import base64
 
 import pytest
 
+import harness
+
 
 def mtls_config(idp, **extra):
-    cfg = {
-        "issuer": idp.issuer,
-        "idp_cluster": "idp",
-        "tls_client_auth_cluster": "idp-mtls",
-        "client_id": "client-tls-auth",
-        "client_auth": "tls_client_auth",
-        "auth_methods": ["password"],
-    }
-    cfg.update(extra)
-    return cfg
+    return harness.mtls_plugin_config(idp, ["password"], **extra)
 
 
 def test_password_grant_over_mtls_forwards_bearer(envoy, idp, upstream):
@@ -75,7 +68,6 @@ def test_idp_rejecting_the_client_certificate_is_401(envoy, idp, upstream, cert)
 
 def test_mtls_endpoint_aliases_are_used_for_tls_calls(envoy, idp_factory, upstream, pki):
     """RFC 8705 section 5: token calls go to the discovered alias (another port here)."""
-    import harness
     aliased = idp_factory(mtls_port=harness.free_port())
     proxy = envoy(mtls_config(aliased), idp=aliased)
     r = proxy.get("/", auth=("john", "doe"))
