@@ -232,9 +232,21 @@ class IdP:
         self.restarts = 0
 
     # -- process ------------------------------------------------------------
-    def log(self) -> str:
-        """Log of the current process (after restart(): of the new one only)."""
-        return self.process.log()
+    def log(self, settle: float = 0.1, timeout: float = 2.0) -> str:
+        """Log of the current process (after restart(): of the new one only), once it has
+        stopped growing for `settle` seconds: the IdP writes a request's line when the
+        response has left it, which can be just after Envoy has already answered the client."""
+        deadline = time.monotonic() + timeout
+        last = self.process.log()
+        stable_since = time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.02)
+            now = self.process.log()
+            if now != last:
+                last, stable_since = now, time.monotonic()
+            elif time.monotonic() - stable_since >= settle:
+                break
+        return last
 
     def stop(self) -> None:
         self.process.stop()
@@ -1111,3 +1123,8 @@ def mtls_plugin_config(idp, methods, **extra) -> dict:
     }
     cfg.update(extra)
     return cfg
+
+
+def idp_log_since(idp, mark: int) -> list[str]:
+    """Lines the IdP logged after offset `mark` (see IdP.log for the settling)."""
+    return idp.log()[mark:].splitlines()

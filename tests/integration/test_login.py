@@ -53,8 +53,7 @@ def with_query(url: str, **changes: str | None) -> str:
     return urlunsplit(parts._replace(query=urlencode(q)))
 
 
-def log_since(idp, mark: int) -> list[str]:
-    return idp.log()[mark:].splitlines()
+log_since = harness.idp_log_since
 
 
 # ---------------------------------------------------------------------------

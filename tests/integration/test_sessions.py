@@ -58,8 +58,7 @@ def flip(value: str, at: int | None = None) -> str:
     return value[:i] + new + value[i + 1:]
 
 
-def log_since(idp, mark: int) -> list[str]:
-    return idp.log()[mark:].splitlines()
+log_since = harness.idp_log_since
 
 
 # ---------------------------------------------------------------------------
