@@ -223,8 +223,11 @@ def test_expired_access_token_is_refreshed_over_mtls_and_the_session_rewritten(b
     token_calls = [l for l in log_since(idp, mark) if l.startswith("IDP POST /token ")]
     assert token_calls and all("cert=yes" in l and TLS_SUBJECT in l and "status=200" in l for l in token_calls), \
         token_calls
-    # the rewritten session carries the new token
-    assert assert_session(proxy, flow.session_cookies()) == fresh
+    # the rewritten session carries the new token (or, if the 2 s token expired again
+    # meanwhile, a newer one: never the first)
+    carried = assert_session(proxy, flow.session_cookies())
+    assert carried != first
+    assert carried == fresh or idp.introspect(carried)["active"] is True
 
 
 def test_failed_refresh_ends_the_session(browser_envoy, idp_factory):
