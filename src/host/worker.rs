@@ -80,7 +80,8 @@ impl Worker {
 
     /// A request's headers arrived (called from the HTTP context).
     pub fn start(&self, context_id: u32, request: &SharedRequest, inputs: Inputs<'_>) -> Action {
-        self.drive(context_id, request, Event::Start(inputs), now_ms(), true)
+        let now = now_ms();
+        self.drive(context_id, request, Event::Start(inputs), now, now, true)
     }
 
     /// An IdP call was answered, in whichever context receives it.
@@ -97,17 +98,18 @@ impl Worker {
         let resp = read_call_response(body_size, now.saturating_sub(pending.since_ms));
         let Some(request) = pending.request.upgrade() else { return };
         if hostcalls::set_effective_context(pending.context_id).is_ok() {
-            self.drive(pending.context_id, &request, Event::Answer(&resp), pending.since_ms, false);
+            self.drive(pending.context_id, &request, Event::Answer(&resp), pending.since_ms, now, false);
         }
     }
 
     /// Retries every waiting request.
     fn wake_waiting(&self) {
+        let now = now_ms();
         let waiting = std::mem::take(&mut *self.waiting.borrow_mut());
         for w in waiting {
             let Some(request) = w.request.upgrade() else { continue };
             if hostcalls::set_effective_context(w.context_id).is_ok() {
-                self.drive(w.context_id, &request, Event::Ready, w.since_ms, false);
+                self.drive(w.context_id, &request, Event::Ready, w.since_ms, now, false);
             }
         }
     }
@@ -124,16 +126,24 @@ impl Worker {
         for w in expired {
             let Some(request) = w.request.upgrade() else { continue };
             if hostcalls::set_effective_context(w.context_id).is_ok() {
-                self.drive(w.context_id, &request, Event::TimedOut, w.since_ms, false);
+                self.drive(w.context_id, &request, Event::TimedOut, w.since_ms, now, false);
             }
         }
     }
 
     /// Feeds `event` to the request's flow and carries out the resulting step. `since_ms`
-    /// is when the request started waiting (kept across re-waits). `in_headers` is true
-    /// inside `on_http_request_headers`, where forwarding is a `Continue`, not a resume.
-    fn drive(&self, context_id: u32, request: &SharedRequest, event: Event<'_>, since_ms: u64, in_headers: bool) -> Action {
-        let now = now_ms();
+    /// is when the request started waiting (kept across re-waits), `now` the caller's clock
+    /// reading (one host call per event). `in_headers` is true inside
+    /// `on_http_request_headers`, where forwarding is a `Continue`, not a resume.
+    fn drive(
+        &self,
+        context_id: u32,
+        request: &SharedRequest,
+        event: Event<'_>,
+        since_ms: u64,
+        now: u64,
+        in_headers: bool,
+    ) -> Action {
         let step = {
             let docs = self.docs.borrow();
             let (meta, keys) = (docs.meta.clone(), docs.keys.clone());
@@ -193,7 +203,7 @@ impl Worker {
                     self.wait(context_id, request, now);
                     self.sync();
                 } else {
-                    return self.drive(context_id, request, Event::TimedOut, since_ms, in_headers);
+                    return self.drive(context_id, request, Event::TimedOut, since_ms, now, in_headers);
                 }
             }
         }
