@@ -20,9 +20,10 @@ pub fn log(level: LogLevel, msg: &str) {
     let _ = hostcalls::log(level, msg);
 }
 
-/// Random bytes from WASI `random_get`. The host always provides them; if it ever failed,
-/// the buffer is filled from the clock so that nothing panics (and sealed cookies would
-/// still be unforgeable: the nonce is not a secret, only the key is).
+/// Random bytes from WASI `random_get`. The root context refuses to load when the host
+/// has no randomness ([`has_randomness`]); should a later call still fail, the buffer is
+/// filled from the clock so that nothing panics. That is weak randomness (predictable login
+/// state, possibly repeated cookie nonces), which is why loading fails closed instead.
 pub fn fill_random(buf: &mut [u8]) {
     if getrandom::getrandom(buf).is_err() {
         let t = now_ms().to_be_bytes();
@@ -30,6 +31,11 @@ pub fn fill_random(buf: &mut [u8]) {
             *b = x ^ (i as u8);
         }
     }
+}
+
+/// Whether the host provides randomness (checked once at load).
+pub fn has_randomness() -> bool {
+    getrandom::getrandom(&mut [0u8; 16]).is_ok()
 }
 
 /// A header of the current request as text; bytes that are not UTF-8 become U+FFFD

@@ -10,7 +10,7 @@ use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 
 use crate::core::config::Plan;
 use crate::host::filter::Filter;
-use crate::host::io::{log, now_ms};
+use crate::host::io::{has_randomness, log, now_ms};
 use crate::host::worker::Worker;
 
 /// Tick while discovery is missing (fast start), and once it is there.
@@ -37,6 +37,10 @@ impl RootContext for Root {
             .ok()
             .flatten()
             .unwrap_or_default();
+        if !has_randomness() {
+            log(LogLevel::Critical, "the host provides no randomness (WASI random_get): login state and cookie nonces would be predictable; refusing to load");
+            return false;
+        }
         let plan = match Plan::parse(&bytes) {
             Ok(p) => p,
             Err(e) => {
