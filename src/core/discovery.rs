@@ -32,7 +32,7 @@ pub struct Metadata {
 
 #[derive(Deserialize)]
 struct RawMetadata {
-    issuer: String,
+    issuer: Option<String>,
     token_endpoint: Option<String>,
     introspection_endpoint: Option<String>,
     revocation_endpoint: Option<String>,
@@ -75,17 +75,16 @@ impl Metadata {
     pub fn parse(plan: &Plan, body: &[u8]) -> Result<Metadata, String> {
         let raw: RawMetadata =
             serde_json::from_slice(body).map_err(|e| format!("discovery document is not valid JSON: {e}"))?;
-        if raw.issuer.trim_end_matches('/') != plan.issuer.trim_end_matches('/') {
-            return Err(format!(
-                "discovery `issuer` is `{}`, configured `issuer` is `{}`",
-                raw.issuer, plan.issuer
-            ));
+        let issuer = raw.issuer.ok_or("discovery document has no `issuer`")?;
+        if issuer.trim_end_matches('/') != plan.issuer.trim_end_matches('/') {
+            let shown: String = issuer.chars().filter(|c| !c.is_control()).take(200).collect();
+            return Err(format!("discovery `issuer` is `{shown}`, configured `issuer` is `{}`", plan.issuer));
         }
         let ep = |name: &str, v: Option<String>| -> Result<Option<Endpoint>, String> {
             v.map(|u| Endpoint::parse(&u).map_err(|e| format!("discovery `{name}`: {e}"))).transpose()
         };
         Ok(Metadata {
-            issuer: raw.issuer,
+            issuer,
             token_endpoint: ep("token_endpoint", raw.token_endpoint)?,
             introspection_endpoint: ep("introspection_endpoint", raw.introspection_endpoint)?,
             revocation_endpoint: ep("revocation_endpoint", raw.revocation_endpoint)?,

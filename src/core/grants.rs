@@ -148,8 +148,15 @@ struct OAuthError {
 pub fn parse_token_response(grant: &Grant, auth: ClientAuth, resp: &IdpResponse, timeout_ms: u64) -> Result<TokenSet, Error> {
     let status = resp.answered(timeout_ms)?;
     if status == 200 {
-        let tokens: TokenSet = serde_json::from_slice(&resp.body)
-            .map_err(|_| Error::IdpBadResponse("token response is not a JSON token set"))?;
+        let tokens: TokenSet = serde_json::from_slice(&resp.body).map_err(|_| {
+            match serde_json::from_slice::<serde_json::Value>(&resp.body) {
+                Ok(serde_json::Value::Object(o)) if !o.contains_key("access_token") => {
+                    Error::IdpBadResponse("token response has no access_token")
+                }
+                Ok(_) => Error::IdpBadResponse("token response is not a valid token set"),
+                Err(_) => Error::IdpBadResponse("token response is not JSON"),
+            }
+        })?;
         if tokens.access_token.is_empty() {
             return Err(Error::IdpBadResponse("token response has an empty access_token"));
         }
@@ -261,7 +268,10 @@ mod tests {
         assert_eq!(e(Some(400), r#"{"error":"invalid_grant"}"#, 1), Error::InvalidCredentials);
         assert_eq!(e(Some(401), r#"{"error":"invalid_client"}"#, 1), Error::ClientRejected { method: "tls_client_auth" });
         assert_eq!(e(Some(400), r#"{"error":"unauthorized_client"}"#, 1), Error::IdpRefused { error: "unauthorized_client".into() });
-        assert_eq!(e(Some(503), "upstream connect error", 1), Error::IdpUnavailable("server error"));
+        assert_eq!(e(Some(503), "maintenance", 1), Error::IdpUnavailable("server error"));
+        assert_eq!(e(Some(503), "upstream connect error", 1), Error::IdpUnavailable("cannot connect to the identity provider"));
+        assert_eq!(e(Some(200), "{\"token_type\":\"Bearer\"}", 1), Error::IdpBadResponse("token response has no access_token"));
+        assert_eq!(e(Some(200), "<html>", 1), Error::IdpBadResponse("token response is not JSON"));
         assert_eq!(e(None, "", 1000), Error::IdpTimeout);
         assert_eq!(e(Some(504), "upstream request timeout", 1000), Error::IdpTimeout);
         assert!(matches!(e(None, "", 3), Error::IdpUnavailable(_)));

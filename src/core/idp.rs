@@ -75,7 +75,7 @@ pub struct IdpRequest {
 impl fmt::Debug for IdpRequest {
     // Headers and body may carry client secrets, passwords and assertions: never printed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} {} https://{}{} via {}", self.purpose, self.method, self.authority, self.path, self.cluster)
+        write!(f, "{:?} call {} https://{}{} via cluster `{}`", self.purpose, self.method, self.authority, self.path, self.cluster)
     }
 }
 
@@ -106,15 +106,114 @@ pub struct IdpResponse {
 
 impl IdpResponse {
     /// The status of an answer the IdP gave; an error for a call that failed in transit or
-    /// at the server (5xx, where 504 is a timeout, as Envoy answers itself on a timeout).
+    /// at the server (see [`Failure`]).
     pub fn answered(&self, timeout_ms: u64) -> Result<u16, Error> {
-        match self.status {
+        match self.failure(timeout_ms) {
+            Some(f) => Err(f.error()),
+            None => Ok(self.status.unwrap_or(0)),
+        }
+    }
+
+    /// Why the call failed before the IdP could answer it, or with a server error; `None`
+    /// when the IdP answered (any status below 500).
+    pub fn failure(&self, timeout_ms: u64) -> Option<Failure> {
+        let status = match self.status {
             // Envoy reports timeouts and resets alike; the elapsed time tells them apart.
-            None if self.elapsed_ms.saturating_add(50) >= timeout_ms => Err(Error::IdpTimeout),
-            None => Err(Error::IdpUnavailable("connection failed or was reset")),
-            Some(504) => Err(Error::IdpTimeout),
-            Some(500..=599) => Err(Error::IdpUnavailable("server error")),
-            Some(s) => Ok(s),
+            None if self.elapsed_ms.saturating_add(50) >= timeout_ms => {
+                return Some(Failure::Timeout { elapsed_ms: self.elapsed_ms })
+            }
+            None => return Some(Failure::Reset),
+            Some(s) if s < 500 => return None,
+            Some(s) => s,
+        };
+        // Envoy answers itself when it cannot reach the cluster: its text says why.
+        let text = std::str::from_utf8(&self.body).unwrap_or("");
+        let from_envoy = text.starts_with("upstream connect error") || text == "no healthy upstream"
+            || text == "upstream request timeout";
+        if !from_envoy {
+            return Some(if status == 504 { Failure::Timeout { elapsed_ms: self.elapsed_ms } } else {
+                Failure::ServerError(status)
+            });
+        }
+        Some(if text == "upstream request timeout" || status == 504 {
+            Failure::Timeout { elapsed_ms: self.elapsed_ms }
+        } else if text == "no healthy upstream" {
+            Failure::NoEndpoint
+        } else if text.contains("CERTIFICATE_VERIFY_FAILED") {
+            Failure::Untrusted
+        } else if let Some(reason) = tls_reason(text) {
+            Failure::Tls(reason)
+        } else if text.contains("connection failure") || text.contains("connect error") {
+            Failure::Refused(text.chars().filter(|c| !c.is_control()).take(200).collect())
+        } else {
+            Failure::Reset
+        })
+    }
+}
+
+/// The OpenSSL reason of a TLS failure in Envoy's text (`..:OPENSSL_internal:REASON:TLS_error_end`).
+fn tls_reason(text: &str) -> Option<String> {
+    let at = text.find("TLS_error")?;
+    let rest = text.get(at..).unwrap_or("");
+    let reason = rest
+        .split(':')
+        .filter(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+        .find(|p| *p != "TLS_error_end" && p.len() > 3)
+        .unwrap_or("handshake failure");
+    Some(reason.chars().take(80).collect())
+}
+
+/// How an IdP call failed, for the client's status and the operator's log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// No answer within `timeout`.
+    Timeout { elapsed_ms: u64 },
+    /// The connection could not be made (refused, or a TLS handshake Envoy did not detail);
+    /// carries Envoy's text.
+    Refused(String),
+    /// The connection was closed or reset before an answer.
+    Reset,
+    /// The cluster has no (healthy) endpoint.
+    NoEndpoint,
+    /// The TLS handshake failed because the IdP's certificate is not trusted.
+    Untrusted,
+    /// The TLS handshake failed for another reason (OpenSSL's reason code).
+    Tls(String),
+    /// The IdP answered with a server error.
+    ServerError(u16),
+}
+
+impl Failure {
+    /// The error the client's request ends in.
+    pub fn error(&self) -> Error {
+        match self {
+            Failure::Timeout { .. } => Error::IdpTimeout,
+            Failure::Refused(_) | Failure::NoEndpoint => Error::IdpUnavailable("cannot connect to the identity provider"),
+            Failure::Reset => Error::IdpUnavailable("connection failed or was reset"),
+            Failure::Untrusted | Failure::Tls(_) => Error::IdpUnavailable("TLS handshake with the identity provider failed"),
+            Failure::ServerError(_) => Error::IdpUnavailable("server error"),
+        }
+    }
+
+    /// What went wrong and what to check, for the log (never carries a secret: Envoy's
+    /// reason codes only, no bodies from the IdP).
+    pub fn describe(&self, cluster: &str, timeout_ms: u64) -> String {
+        match self {
+            Failure::Timeout { elapsed_ms } => format!(
+                "no answer through cluster `{cluster}` after {elapsed_ms} ms (timeout {timeout_ms} ms): the IdP is slow or unreachable; check it, or raise `timeout`"
+            ),
+            Failure::Refused(envoy) => format!(
+                "cannot connect through cluster `{cluster}` (Envoy: \"{envoy}\"): is the IdP up and the cluster's address right? If it is, the TLS handshake failed: Envoy's `cluster.{cluster}.ssl.*` stats say why (fail_verify_error: the IdP's certificate is not trusted by the cluster's validation_context; connection_error: the IdP refused the handshake)"
+            ),
+            Failure::Reset => format!("the connection through cluster `{cluster}` was closed before the IdP answered"),
+            Failure::NoEndpoint => format!("cluster `{cluster}` has no healthy endpoint"),
+            Failure::Untrusted => format!(
+                "TLS handshake through cluster `{cluster}` failed: the IdP's server certificate is not trusted (check the cluster's validation_context: trusted_ca, SAN match)"
+            ),
+            Failure::Tls(reason) => format!(
+                "TLS handshake through cluster `{cluster}` failed ({reason}): check the cluster's client certificate, SNI and TLS settings against the IdP's"
+            ),
+            Failure::ServerError(s) => format!("the IdP answered HTTP {s} (a server error on its side)"),
         }
     }
 }
@@ -137,6 +236,29 @@ mod tests {
         for bad in ["", "idp.example.com/token", "ftp://x/", "https://user:pw@x/", "https://x/#f", "https:///p"] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    fn envoy(status: u16, body: &str) -> IdpResponse {
+        IdpResponse { status: Some(status), body: body.as_bytes().to_vec(), elapsed_ms: 3 }
+    }
+
+    #[test]
+    fn failures_are_told_apart() {
+        let refused = envoy(503, "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: delayed connect error: Connection refused");
+        assert!(matches!(refused.failure(1000), Some(Failure::Refused(t)) if t.contains("Connection refused")));
+        let untrusted = envoy(503, "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: TLS_error:|268435581:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:TLS_error_end");
+        assert_eq!(untrusted.failure(1000), Some(Failure::Untrusted));
+        let alert = envoy(503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination, transport failure reason: TLS_error:|268436526:SSL routines:OPENSSL_internal:TLSV1_ALERT_CERTIFICATE_REQUIRED:TLS_error_end");
+        assert_eq!(alert.failure(1000), Some(Failure::Tls("TLSV1_ALERT_CERTIFICATE_REQUIRED".into())));
+        assert_eq!(envoy(503, "no healthy upstream").failure(1000), Some(Failure::NoEndpoint));
+        assert_eq!(envoy(504, "upstream request timeout").failure(1000), Some(Failure::Timeout { elapsed_ms: 3 }));
+        assert_eq!(envoy(503, "maintenance").failure(1000), Some(Failure::ServerError(503)));
+        assert_eq!(envoy(401, "{}").failure(1000), None);
+        let none = IdpResponse { status: None, body: vec![], elapsed_ms: 990 };
+        assert_eq!(none.answered(1000), Err(Error::IdpTimeout));
+        assert!(Failure::Untrusted.describe("idp-mtls", 1000).contains("`idp-mtls`"));
+        assert!(matches!(refused.answered(1000), Err(Error::IdpUnavailable(_))));
+        assert_eq!(envoy(200, "{}").answered(1000), Ok(200));
     }
 
     #[test]

@@ -123,6 +123,8 @@ pub struct KeySet {
     /// (kid, alg) → key. Keys without `kid` are stored under the empty kid.
     keys: HashMap<(String, &'static str), Verifier>,
     count: usize,
+    /// Signature keys that could not be used, described for the log (kid and type).
+    skipped: Vec<String>,
 }
 
 impl std::fmt::Debug for KeySet {
@@ -137,7 +139,10 @@ impl KeySet {
         let raw: RawJwks = serde_json::from_slice(body).map_err(|_| "JWKS is not a JSON key set".to_string())?;
         let mut set = KeySet::default();
         for v in raw.keys {
-            let Ok(k) = serde_json::from_value::<RawJwk>(v) else { continue };
+            let Ok(k) = serde_json::from_value::<RawJwk>(v) else {
+                set.skipped.push("an entry that is not a JWK".to_string());
+                continue;
+            };
             if k.use_.as_deref().is_some_and(|u| u != "sig") {
                 continue;
             }
@@ -153,8 +158,19 @@ impl KeySet {
                 }
             }
             set.count += usize::from(added);
+            if !added {
+                let kid: String = kid.chars().filter(|c| !c.is_control()).take(64).collect();
+                let kty: String = k.kty.chars().filter(|c| c.is_ascii_graphic()).take(16).collect();
+                let crv: String = k.crv.unwrap_or_default().chars().filter(|c| c.is_ascii_graphic()).take(16).collect();
+                set.skipped.push(format!("kid `{kid}` ({kty} {crv}: unsupported or malformed)"));
+            }
         }
         Ok(set)
+    }
+
+    /// Signature keys of the JWKS that were skipped, described for the log.
+    pub fn skipped(&self) -> &[String] {
+        &self.skipped
     }
 
     pub fn len(&self) -> usize {

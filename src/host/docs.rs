@@ -141,9 +141,17 @@ impl Docs {
         let resp = read_call_response(body_size, now.saturating_sub(sent));
         let valid = match (purpose, resp.status) {
             (Purpose::Discovery, Some(200)) => Metadata::parse(plan, &resp.body).map(|_| ()),
-            (Purpose::Jwks, Some(200)) => KeySet::parse(&resp.body).map(|_| ()),
-            (_, Some(s)) => Err(format!("status {s}")),
-            (_, None) => Err("no answer (connection failed or timed out)".to_string()),
+            (Purpose::Jwks, Some(200)) => KeySet::parse(&resp.body).map(|set| {
+                if !set.skipped().is_empty() {
+                    let list = set.skipped().join(", ");
+                    log(LogLevel::Warn, &format!("JWKS: using {} keys, skipped {}: {list}", set.len(), set.skipped().len()));
+                }
+            }),
+            (_, Some(s)) if s < 500 => Err(format!("the IdP answered HTTP {s}")),
+            _ => Err(resp
+                .failure(plan.timeout_ms)
+                .map(|f| f.describe(&plan.idp_cluster, plan.timeout_ms))
+                .unwrap_or_default()),
         };
         match valid {
             Ok(()) => {

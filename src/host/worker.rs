@@ -36,13 +36,21 @@ struct Pending {
     since_ms: u64,
 }
 
+/// An IdP call in flight for a request: who waits for it, and what it was (for the log).
+struct Call {
+    pending: Pending,
+    what: String,
+    cluster: String,
+    timeout_ms: u64,
+}
+
 /// State of one plugin configuration in one Wasm VM (one Envoy worker).
 pub struct Worker {
     pub plan: Plan,
     docs: RefCell<Docs>,
     caches: RefCell<Caches>,
     waiting: RefCell<Vec<Pending>>,
-    calls: RefCell<HashMap<u32, Pending>>,
+    calls: RefCell<HashMap<u32, Call>>,
 }
 
 /// What happened that a request may react to.
@@ -94,8 +102,11 @@ impl Worker {
             }
             return;
         }
-        let Some(pending) = self.calls.borrow_mut().remove(&token) else { return };
+        let Some(Call { pending, what, cluster, timeout_ms }) = self.calls.borrow_mut().remove(&token) else { return };
         let resp = read_call_response(body_size, now.saturating_sub(pending.since_ms));
+        if let Some(failure) = resp.failure(timeout_ms) {
+            log(LogLevel::Warn, &format!("{what}: {}", failure.describe(&cluster, timeout_ms)));
+        }
         let Some(request) = pending.request.upgrade() else { return };
         if hostcalls::set_effective_context(pending.context_id).is_ok() {
             self.drive(pending.context_id, &request, Event::Answer(&resp), pending.since_ms, now, false);
@@ -189,7 +200,8 @@ impl Worker {
             Step::Call(req) => match dispatch(&req) {
                 Ok(token) => {
                     let pending = Pending { context_id, request: Rc::downgrade(request), since_ms: now };
-                    self.calls.borrow_mut().insert(token, pending);
+                    let call = Call { pending, what: format!("{req:?}"), cluster: req.cluster, timeout_ms: req.timeout_ms };
+                    self.calls.borrow_mut().insert(token, call);
                 }
                 Err(e) => {
                     log(LogLevel::Error, &format!("cannot call the IdP ({req:?}): {e}"));
