@@ -34,6 +34,17 @@ pub struct Pending {
     pub iat: u64,
 }
 
+/// Where the browser returns after the login: the request's path and query, made safe as
+/// a same-origin `Location` (no open redirect). A path a browser could read as another host
+/// (`//evil.example`, `/\evil.example`), a non-path or control characters gives `/`.
+pub fn local_path(uri: &str) -> String {
+    let bytes = uri.as_bytes();
+    let safe = bytes.first() == Some(&b'/')
+        && !matches!(bytes.get(1), Some(b'/') | Some(b'\\'))
+        && !uri.chars().any(|c| c.is_control() || c == '\\');
+    if safe { uri.to_string() } else { "/".to_string() }
+}
+
 impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Pending(uri={}, <secrets redacted>)", self.uri)
@@ -48,7 +59,7 @@ impl Pending {
             nonce: b64(&random[16..32]),
             // 32 bytes → 43 characters, the minimum RFC 7636 allows… padded with 16 more.
             verifier: format!("{}{}", b64(&random[..32]), b64(&random[32..])),
-            uri: uri.to_string(),
+            uri: local_path(uri),
             iat: now,
         }
     }
@@ -206,6 +217,17 @@ mod tests {
 
     fn pending() -> Pending {
         Pending::new(&[7u8; 48], "/orig?x=1", 100)
+    }
+
+    #[test]
+    fn return_path_is_never_another_host() {
+        for bad in ["//evil.example/x", "/\\evil.example", "/a\\b", "https://evil.example/", "", "evil", "/a\r\nb", "/\t/evil"] {
+            assert_eq!(local_path(bad), "/", "{bad:?}");
+        }
+        for good in ["/", "/a/b?c=d&e=//f", "/%2F%2Fevil.example"] {
+            assert_eq!(local_path(good), good);
+        }
+        assert_eq!(Pending::new(&[0; 48], "//evil.example", 1).uri, "/");
     }
 
     #[test]

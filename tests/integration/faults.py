@@ -91,6 +91,7 @@ class StandIn:
         self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self.issuer = f"https://localhost:{self.port}"
+        self.base_url = self.issuer
         self.mtls_port = None
         self.pki = pki
         self.routes["/.well-known/openid-configuration"] = (200, self.discovery(), "application/json")
