@@ -12,7 +12,7 @@ ENVOY_VER    := 1.40.0
 RUN          := .run
 SOURCES      := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 
-.PHONY: all build test unit clippy integration run deps target venv idp-deps browser-deps pki clean bench size
+.PHONY: all build test unit clippy integration run deps target venv idp-deps browser-deps pki clean bench size load
 
 all: build
 
@@ -98,6 +98,12 @@ BENCH_ARGS   ?=
 bench: build deps
 	@command -v wrk >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; }
 	$(PY) bench/bench.py $(BENCH_ARGS)
+
+## load: the mixed-traffic load test at a larger count (make test runs it with 6000)
+LOAD_REQUESTS ?= 100000
+
+load: build deps
+	LOAD_REQUESTS=$(LOAD_REQUESTS) $(VENV)/bin/pytest -q -s tests/integration/test_load.py
 
 size: build
 	@ls -l $(WASM)
