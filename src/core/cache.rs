@@ -8,6 +8,7 @@
 //! the token is in the request anyway). Entries expire shortly before the token does.
 
 use std::borrow::Borrow;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::Hash;
 
@@ -44,22 +45,32 @@ struct Entry<V> {
     until_ms: u64,
 }
 
-/// A bounded map from key to value with expiry.
+/// A bounded map from key to value with expiry, counting its hits and misses.
 pub struct Cache<K, V> {
     entries: HashMap<K, Entry<V>>,
     capacity: usize,
+    hits: Cell<u64>,
+    misses: Cell<u64>,
 }
 
 impl<K: Hash + Eq + Clone, V> Cache<K, V> {
     pub fn new(capacity: usize) -> Self {
-        Cache { entries: HashMap::new(), capacity: capacity.max(1) }
+        Cache { entries: HashMap::new(), capacity: capacity.max(1), hits: Cell::new(0), misses: Cell::new(0) }
     }
 
     pub fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q, now_ms: u64) -> Option<&V>
     where
         K: Borrow<Q>,
     {
-        self.entries.get(key).filter(|e| e.until_ms > now_ms).map(|e| &e.value)
+        let found = self.entries.get(key).filter(|e| e.until_ms > now_ms).map(|e| &e.value);
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        counter.set(counter.get().saturating_add(1));
+        found
+    }
+
+    /// Hits and misses since the last call.
+    pub fn take_counts(&self) -> (u64, u64) {
+        (self.hits.replace(0), self.misses.replace(0))
     }
 
     /// Stores `value` for a token expiring at `expires_at_ms` (see [`usable_until`]).
@@ -68,10 +79,21 @@ impl<K: Hash + Eq + Clone, V> Cache<K, V> {
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
             self.entries.retain(|_, e| e.until_ms > now_ms);
             if self.entries.len() >= self.capacity {
-                // Still full of live entries: drop the one closest to expiry.
-                if let Some(k) = self.entries.iter().min_by_key(|(_, e)| e.until_ms).map(|(k, _)| k.clone()) {
-                    self.entries.remove(&k);
-                }
+                // Still full of live entries: drop the eighth closest to expiry, so that a
+                // stream of new keys pays this scan once per capacity/8 insertions.
+                let mut until: Vec<u64> = self.entries.values().map(|e| e.until_ms).collect();
+                let nth = until.len() / 8;
+                let (_, threshold, _) = until.select_nth_unstable(nth);
+                let threshold = *threshold;
+                let mut room = nth + 1;
+                self.entries.retain(|_, e| {
+                    if room > 0 && e.until_ms <= threshold {
+                        room -= 1;
+                        false
+                    } else {
+                        true
+                    }
+                });
             }
         }
         self.entries.insert(key, Entry { value, until_ms });
@@ -127,5 +149,19 @@ mod tests {
         }
         assert_eq!(c.len(), 3);
         assert_eq!(c.get("9", 0), Some(&"t"));
+    }
+
+    #[test]
+    fn a_stream_of_new_keys_stays_bounded_and_keeps_the_longest_lived() {
+        let mut c: Cache<Box<str>, u64> = Cache::new(800);
+        for i in 0..10_000u64 {
+            c.put(i.to_string().into(), i, 1_000_000 + i, 0);
+            assert!(c.len() <= 800);
+        }
+        assert!(c.len() >= 700, "{}", c.len());
+        assert_eq!(c.get("9999", 0), Some(&9999));
+        assert_eq!(c.get("0", 0), None);
+        assert_eq!(c.take_counts(), (1, 1));
+        assert_eq!(c.take_counts(), (0, 0));
     }
 }

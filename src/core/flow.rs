@@ -21,6 +21,7 @@ use crate::core::idp::{IdpRequest, IdpResponse};
 use crate::core::introspection;
 use crate::core::jwt::{self, JwtError, KeySet};
 use crate::core::login::{self, Pending};
+use crate::core::metrics::Method;
 use crate::core::reply::{Forward, Reply};
 use crate::core::session::{self, Session};
 use crate::core::upstream::{self, Identity, Original, Presented};
@@ -156,11 +157,18 @@ pub struct Flow {
     session_chunks: usize,
     https: bool,
     browser: bool,
+    /// The auth method deciding the request (for metrics).
+    method: Method,
 }
 
 impl Flow {
     pub fn new() -> Self {
         Flow::default()
+    }
+
+    /// The auth method that decided (or is deciding) the request.
+    pub fn method(&self) -> Method {
+        self.method
     }
 
     /// The request's headers have arrived.
@@ -209,6 +217,7 @@ impl Flow {
         }
         if plan.has(AuthMethod::AuthorizationCode) {
             if let Some(cb) = login::callback(plan, path) {
+                self.method = Method::AuthorizationCode;
                 let pending = credentials::cookies(cookie)
                     .find(|(k, _)| *k == s.authorization_cookie_name)
                     .and_then(|(_, v)| s.sealer.open(&s.authorization_cookie_name, v))
@@ -226,6 +235,7 @@ impl Flow {
         let opened = opened?;
         let (session, identity) = (&opened.0, &opened.1);
         self.presented = Some(Presented::Session);
+        self.method = Method::Session;
         let expired = session.exp != 0 && session.exp <= now.saturating_add(plan.leeway.max(1));
         if !expired {
             let renew = session.due_for_renewal(&s.timeouts, now);
@@ -398,6 +408,17 @@ impl Flow {
     /// Runs `op`: from a cache, by waiting for the IdP, or by calling it.
     fn run(&mut self, env: &mut Env<'_>, op: Op) -> Step {
         let plan = env.plan;
+        self.method = match &op {
+            Op::Jwt { .. } => Method::Bearer,
+            Op::Introspect => Method::Introspection,
+            Op::Userinfo => Method::Userinfo,
+            Op::Grant(Grant::Password(_)) => Method::Password,
+            Op::Grant(Grant::ClientCredentials(_)) => Method::ClientCredentials,
+            Op::Grant(Grant::RefreshToken(_)) => Method::RefreshToken,
+            Op::Grant(Grant::AuthorizationCode { .. }) | Op::Login | Op::Code { .. } => Method::AuthorizationCode,
+            Op::Refresh(_) => Method::Session,
+            Op::Revoke { .. } => Method::Logout,
+        };
         match op {
             Op::Jwt { refreshed } => {
                 // A cached verification holds only while its key is still published: a key
@@ -490,6 +511,7 @@ impl Flow {
             self.state = State::Done;
             return Step::Respond(reply);
         };
+        self.method = Method::AuthorizationCode;
         let Some(meta) = env.meta else { return self.wait(Op::Login) };
         let mut random = [0u8; 48];
         (env.random)(&mut random);
@@ -547,6 +569,7 @@ impl Flow {
 
     /// Starts a logout: revocations first (when configured), then cookies and redirect.
     fn logout(&mut self, env: &mut Env<'_>, session: Option<Session>) -> Step {
+        self.method = Method::Logout;
         let l = &env.plan.logout;
         let mut queue = Vec::new();
         let mut id_token = None;

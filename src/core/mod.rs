@@ -17,6 +17,7 @@ pub mod idp;
 pub mod introspection;
 pub mod jwt;
 pub mod login;
+pub mod metrics;
 pub mod reply;
 #[cfg(test)]
 mod robustness;

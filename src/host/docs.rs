@@ -15,6 +15,7 @@ use crate::core::config::Plan;
 use crate::core::discovery::{self, Lease, Metadata, Record};
 use crate::core::idp::{IdpRequest, Purpose};
 use crate::core::jwt::KeySet;
+use crate::core::metrics::Metrics;
 use crate::host::io::{dispatch, log, read_call_response};
 
 /// Least time between two JWKS fetches caused by unknown keys.
@@ -69,6 +70,8 @@ pub struct Docs {
     keys_wanted: bool,
     pub meta: Option<Rc<Metadata>>,
     pub keys: Option<Rc<KeySet>>,
+    /// Discovery and JWKS calls of this worker, for Envoy's stats.
+    pub metrics: Metrics,
 }
 
 impl Docs {
@@ -82,6 +85,7 @@ impl Docs {
             keys_wanted: false,
             meta: None,
             keys: None,
+            metrics: Metrics::default(),
         }
     }
 
@@ -136,9 +140,10 @@ impl Docs {
             (_, Some((t, ..))) if t == token => Purpose::Jwks,
             _ => return None,
         };
-        let doc = self.doc(purpose);
+        let doc = if purpose == Purpose::Discovery { &mut self.discovery } else { &mut self.jwks };
         let (_, lease, sent) = doc.inflight.take()?;
         let resp = read_call_response(body_size, now.saturating_sub(sent));
+        self.metrics.idp_call(purpose, &resp, plan.timeout_ms);
         let valid = match (purpose, resp.status) {
             (Purpose::Discovery, Some(200)) => Metadata::parse(plan, &resp.body).map(|_| ()),
             (Purpose::Jwks, Some(200)) => KeySet::parse(&resp.body).map(|set| {
@@ -174,19 +179,12 @@ impl Docs {
         Some(self.sync(plan, now))
     }
 
-    fn doc(&mut self, purpose: Purpose) -> &mut Doc {
-        if purpose == Purpose::Discovery {
-            &mut self.discovery
-        } else {
-            &mut self.jwks
-        }
-    }
 
     /// Takes the fetch lease for `purpose` if it is free (or, `early`, if its holder
     /// succeeded), and sends `req`.
     fn maybe_fetch(&mut self, purpose: Purpose, req: IdpRequest, now: u64, early: bool) {
         let me = self.me;
-        let doc = self.doc(purpose);
+        let doc = if purpose == Purpose::Discovery { &mut self.discovery } else { &mut self.jwks };
         if doc.inflight.is_some() {
             return;
         }
@@ -211,7 +209,12 @@ impl Docs {
             return; // another worker won
         }
         match dispatch(&req) {
-            Ok(token) => doc.inflight = Some((token, lease, now)),
+            Ok(token) => {
+                doc.inflight = Some((token, lease, now));
+                if purpose == Purpose::Jwks {
+                    self.metrics.jwks_refresh();
+                }
+            }
             Err(e) => {
                 log(LogLevel::Warn, &e);
                 let _ = hostcalls::set_shared_data(&doc.lease_key, Some(&lease.failed(now).encode()), None);

@@ -70,6 +70,7 @@ impl RootContext for Root {
         let Some(w) = &self.worker else { return };
         w.sync();
         w.expire_waiting(now_ms());
+        w.publish_metrics();
         let fast = !w.ready();
         if fast != self.ticking_fast {
             self.ticking_fast = fast;

@@ -10,11 +10,12 @@ use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{Action, LogLevel, MapType};
+use proxy_wasm::types::{Action, LogLevel, MapType, MetricType};
 
 use crate::core::config::Plan;
 use crate::core::error::Error;
 use crate::core::flow::{Caches, Env, Flow, Inputs, Step};
+use crate::core::metrics::{Metrics, Outcome};
 use crate::host::docs::Docs;
 use crate::host::io::{dispatch, fill_random, log, now_ms, read_call_response};
 
@@ -42,6 +43,7 @@ struct Call {
     what: String,
     cluster: String,
     timeout_ms: u64,
+    purpose: crate::core::idp::Purpose,
 }
 
 /// State of one plugin configuration in one Wasm VM (one Envoy worker).
@@ -51,6 +53,10 @@ pub struct Worker {
     caches: RefCell<Caches>,
     waiting: RefCell<Vec<Pending>>,
     calls: RefCell<HashMap<u32, Call>>,
+    metrics: RefCell<Metrics>,
+    /// Envoy metric id of each name in [`Metrics::names`] (`None` if the host refused it),
+    /// and whether it is a histogram.
+    metric_ids: Vec<(Option<u32>, bool)>,
 }
 
 /// What happened that a request may react to.
@@ -70,7 +76,44 @@ impl Worker {
             caches: RefCell::new(Caches::new(CACHE_CAPACITY)),
             waiting: RefCell::new(Vec::new()),
             calls: RefCell::new(HashMap::new()),
+            metrics: RefCell::new(Metrics::default()),
+            metric_ids: Metrics::names()
+                .into_iter()
+                .map(|n| {
+                    let kind = if n.histogram { MetricType::Histogram } else { MetricType::Counter };
+                    (hostcalls::define_metric(kind, &n.name).ok(), n.histogram)
+                })
+                .collect(),
         }
+    }
+
+    /// Publishes what was counted since the last call (on the timer, not per request).
+    pub fn publish_metrics(&self) {
+        let mut metrics = self.metrics.borrow_mut();
+        {
+            let caches = self.caches.borrow();
+            let counts = [
+                caches.grants.take_counts(),
+                caches.jwts.take_counts(),
+                caches.introspections.take_counts(),
+                caches.sessions.take_counts(),
+            ];
+            for (i, (hits, misses)) in counts.into_iter().enumerate() {
+                metrics.cache(i, hits, misses);
+            }
+        }
+        let ids = &self.metric_ids;
+        let mut publish = |i: usize, v: u64| match ids.get(i) {
+            Some((Some(id), true)) => {
+                let _ = hostcalls::record_metric(*id, v);
+            }
+            Some((Some(id), false)) => {
+                let _ = hostcalls::increment_metric(*id, i64::try_from(v).unwrap_or(i64::MAX));
+            }
+            _ => {}
+        };
+        metrics.drain(&mut publish);
+        self.docs.borrow_mut().metrics.drain(&mut publish);
     }
 
     /// Discovery is loaded.
@@ -102,8 +145,9 @@ impl Worker {
             }
             return;
         }
-        let Some(Call { pending, what, cluster, timeout_ms }) = self.calls.borrow_mut().remove(&token) else { return };
+        let Some(Call { pending, what, cluster, timeout_ms, purpose }) = self.calls.borrow_mut().remove(&token) else { return };
         let resp = read_call_response(body_size, now.saturating_sub(pending.since_ms));
+        self.metrics.borrow_mut().idp_call(purpose, &resp, timeout_ms);
         if let Some(failure) = resp.failure(timeout_ms) {
             log(LogLevel::Warn, &format!("{what}: {}", failure.describe(&cluster, timeout_ms)));
         }
@@ -155,7 +199,7 @@ impl Worker {
         now: u64,
         in_headers: bool,
     ) -> Action {
-        let step = {
+        let (step, method) = {
             let docs = self.docs.borrow();
             let (meta, keys) = (docs.meta.clone(), docs.keys.clone());
             drop(docs);
@@ -170,13 +214,23 @@ impl Worker {
                 random: &mut random,
             };
             let flow = &mut request.borrow_mut().flow;
-            match event {
+            let step = match event {
                 Event::Start(inputs) => flow.start(&mut env, inputs),
                 Event::Answer(resp) => flow.idp_answered(&mut env, resp),
                 Event::Ready => flow.idp_ready(&mut env),
                 Event::TimedOut => flow.timed_out(),
-            }
+            };
+            (step, flow.method())
         };
+        let outcome = match &step {
+            Step::Forward(_) => Some(Outcome::Allowed),
+            Step::Deny(e) => Some(Outcome::of_status(e.status())),
+            Step::Respond(reply) => Some(Outcome::of_reply(reply)),
+            _ => None,
+        };
+        if let Some(outcome) = outcome {
+            self.metrics.borrow_mut().request(method, outcome);
+        }
         match step {
             Step::Forward(fwd) => {
                 // A header that is set next is replaced anyway: one host call, not two.
@@ -200,7 +254,8 @@ impl Worker {
             Step::Call(req) => match dispatch(&req) {
                 Ok(token) => {
                     let pending = Pending { context_id, request: Rc::downgrade(request), since_ms: now };
-                    let call = Call { pending, what: format!("{req:?}"), cluster: req.cluster, timeout_ms: req.timeout_ms };
+                    let what = format!("{req:?}");
+                    let call = Call { pending, what, cluster: req.cluster, timeout_ms: req.timeout_ms, purpose: req.purpose };
                     self.calls.borrow_mut().insert(token, call);
                 }
                 Err(e) => {

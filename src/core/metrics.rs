@@ -1,0 +1,269 @@
+//! What the filter counts for Envoy's stats, as plain numbers.
+//!
+//! The core counts into [`Metrics`] (array slots, no host calls on the request path); the
+//! adapter defines one Envoy metric per name in [`Metrics::names`] and publishes the
+//! accumulated deltas on its timer. Every name starts with [`PREFIX`].
+
+use crate::core::idp::{IdpResponse, Purpose};
+use crate::core::reply::Reply;
+
+/// The common prefix of every metric (Envoy shows them under `wasmcustom.`, in Prometheus
+/// as `oidc_…`).
+pub const PREFIX: &str = "oidc";
+
+/// The auth method that decided a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Method {
+    Session,
+    Bearer,
+    Introspection,
+    Userinfo,
+    RefreshToken,
+    Password,
+    ClientCredentials,
+    AuthorizationCode,
+    Logout,
+    /// No credential was found.
+    #[default]
+    None,
+}
+
+const METHODS: [&str; 10] = [
+    "session",
+    "bearer",
+    "introspection",
+    "userinfo",
+    "refresh_token",
+    "password",
+    "client_credentials",
+    "authorization_code",
+    "logout",
+    "none",
+];
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Forwarded upstream (or a logout answered).
+    Allowed,
+    /// 401.
+    Unauthorized,
+    /// 403.
+    Forbidden,
+    /// 302 (login or logout redirect, back to the original URL after a login).
+    Redirected,
+    /// 5xx: the IdP failed or timed out.
+    Failed,
+}
+
+const OUTCOMES: [&str; 5] = ["allowed", "unauthorized", "forbidden", "redirected", "failed"];
+
+impl Outcome {
+    /// The outcome of a local answer with `status`.
+    pub fn of_status(status: u16) -> Outcome {
+        match status {
+            401 => Outcome::Unauthorized,
+            403 => Outcome::Forbidden,
+            300..=399 => Outcome::Redirected,
+            s if s >= 500 => Outcome::Failed,
+            400..=499 => Outcome::Unauthorized,
+            _ => Outcome::Allowed,
+        }
+    }
+
+    pub fn of_reply(reply: &Reply) -> Outcome {
+        Outcome::of_status(reply.status)
+    }
+}
+
+const ENDPOINTS: [&str; 6] = ["discovery", "jwks", "token", "introspection", "revocation", "userinfo"];
+const RESULTS: [&str; 7] = ["2xx", "3xx", "4xx", "5xx", "timeout", "tls_failure", "connect_failure"];
+/// The per-worker caches, in the order [`Metrics::cache`] takes them.
+pub const CACHES: [&str; 4] = ["grants", "jwts", "introspections", "sessions"];
+
+fn endpoint(p: Purpose) -> usize {
+    match p {
+        Purpose::Discovery => 0,
+        Purpose::Jwks => 1,
+        Purpose::Token => 2,
+        Purpose::Introspection => 3,
+        Purpose::Revocation => 4,
+        Purpose::Userinfo => 5,
+    }
+}
+
+/// One metric: its name and whether it is a histogram (else a counter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Name {
+    pub name: String,
+    pub histogram: bool,
+}
+
+const REQUESTS: usize = 0;
+const IDP_CALLS: usize = REQUESTS + METHODS.len() * OUTCOMES.len();
+const CACHE: usize = IDP_CALLS + ENDPOINTS.len() * RESULTS.len();
+const JWKS_REFRESHES: usize = CACHE + CACHES.len() * 2;
+const COUNTERS: usize = JWKS_REFRESHES + 1;
+/// Histograms come after the counters, one per endpoint.
+const LATENCY: usize = COUNTERS;
+
+/// Counts since the last publication.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    counters: [u64; COUNTERS],
+    /// (endpoint, milliseconds) samples.
+    latencies: Vec<(u8, u64)>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics { counters: [0; COUNTERS], latencies: Vec::new() }
+    }
+}
+
+/// Samples kept between publications; beyond it they are dropped (counters are not).
+const MAX_SAMPLES: usize = 4096;
+
+impl Metrics {
+    /// Every metric, indexed as [`Metrics::drain`] reports them.
+    pub fn names() -> Vec<Name> {
+        let counter = |name: String| Name { name, histogram: false };
+        let mut v = Vec::with_capacity(LATENCY + ENDPOINTS.len());
+        for m in METHODS {
+            for o in OUTCOMES {
+                v.push(counter(format!("{PREFIX}.requests.{m}.{o}")));
+            }
+        }
+        for e in ENDPOINTS {
+            for r in RESULTS {
+                v.push(counter(format!("{PREFIX}.idp.{e}.{r}")));
+            }
+        }
+        for c in CACHES {
+            v.push(counter(format!("{PREFIX}.cache.{c}.hit")));
+            v.push(counter(format!("{PREFIX}.cache.{c}.miss")));
+        }
+        v.push(counter(format!("{PREFIX}.jwks.refreshes")));
+        for e in ENDPOINTS {
+            v.push(Name { name: format!("{PREFIX}.idp.{e}.latency_ms"), histogram: true });
+        }
+        v
+    }
+
+    /// A request ended.
+    pub fn request(&mut self, method: Method, outcome: Outcome) {
+        self.bump(REQUESTS + method as usize * OUTCOMES.len() + outcome as usize, 1);
+    }
+
+    /// An IdP call was answered (or failed) after `resp.elapsed_ms`.
+    pub fn idp_call(&mut self, purpose: Purpose, resp: &IdpResponse, timeout_ms: u64) {
+        use crate::core::idp::Failure;
+        let result = match resp.failure(timeout_ms) {
+            Some(Failure::Timeout { .. }) => 4,
+            Some(Failure::Untrusted | Failure::Tls(_)) => 5,
+            Some(Failure::Refused(_) | Failure::Reset | Failure::NoEndpoint) => 6,
+            Some(Failure::ServerError(_)) => 3,
+            None => match resp.status.unwrap_or(0) {
+                200..=299 => 0,
+                300..=399 => 1,
+                _ => 2,
+            },
+        };
+        let e = endpoint(purpose);
+        self.bump(IDP_CALLS + e * RESULTS.len() + result, 1);
+        if self.latencies.len() < MAX_SAMPLES {
+            self.latencies.push((e as u8, resp.elapsed_ms));
+        }
+    }
+
+    /// Hits and misses of cache `index` (see [`CACHES`]).
+    pub fn cache(&mut self, index: usize, hits: u64, misses: u64) {
+        self.bump(CACHE + index * 2, hits);
+        self.bump(CACHE + index * 2 + 1, misses);
+    }
+
+    /// A JWKS fetch was started (first load, hourly refresh or unknown `kid`).
+    pub fn jwks_refresh(&mut self) {
+        self.bump(JWKS_REFRESHES, 1);
+    }
+
+    fn bump(&mut self, slot: usize, by: u64) {
+        if let Some(c) = self.counters.get_mut(slot) {
+            *c = c.saturating_add(by);
+        }
+    }
+
+    /// Hands every non-zero counter delta (index into [`Metrics::names`], delta) and every
+    /// latency sample (index, value) to `publish`, and starts counting from zero again.
+    pub fn drain(&mut self, mut publish: impl FnMut(usize, u64)) {
+        for (i, c) in self.counters.iter_mut().enumerate() {
+            if *c != 0 {
+                publish(i, std::mem::take(c));
+            }
+        }
+        for (e, ms) in self.latencies.drain(..) {
+            publish(LATENCY + e as usize, ms);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drained(m: &mut Metrics) -> Vec<(String, u64)> {
+        let names = Metrics::names();
+        let mut out = Vec::new();
+        m.drain(|i, v| out.push((names[i].name.clone(), v)));
+        out
+    }
+
+    #[test]
+    fn counts_land_on_their_names_and_start_again() {
+        let mut m = Metrics::default();
+        m.request(Method::Bearer, Outcome::Allowed);
+        m.request(Method::Bearer, Outcome::Allowed);
+        m.request(Method::None, Outcome::Unauthorized);
+        m.request(Method::Logout, Outcome::Failed);
+        m.idp_call(Purpose::Token, &IdpResponse { status: Some(200), body: vec![], elapsed_ms: 12 }, 1000);
+        m.idp_call(Purpose::Userinfo, &IdpResponse { status: None, body: vec![], elapsed_ms: 1000 }, 1000);
+        m.cache(3, 5, 1);
+        m.jwks_refresh();
+        let got = drained(&mut m);
+        let want: Vec<(String, u64)> = [
+            ("oidc.requests.bearer.allowed", 2),
+            ("oidc.requests.logout.failed", 1),
+            ("oidc.requests.none.unauthorized", 1),
+            ("oidc.idp.token.2xx", 1),
+            ("oidc.idp.userinfo.timeout", 1),
+            ("oidc.cache.sessions.hit", 5),
+            ("oidc.cache.sessions.miss", 1),
+            ("oidc.jwks.refreshes", 1),
+            ("oidc.idp.token.latency_ms", 12),
+            ("oidc.idp.userinfo.latency_ms", 1000),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), *v))
+        .collect();
+        assert_eq!(got, want);
+        assert!(drained(&mut m).is_empty());
+    }
+
+    #[test]
+    fn names_are_unique_and_histograms_last() {
+        let names = Metrics::names();
+        let set: std::collections::HashSet<_> = names.iter().map(|n| &n.name).collect();
+        assert_eq!(set.len(), names.len());
+        assert_eq!(names.iter().filter(|n| n.histogram).count(), ENDPOINTS.len());
+        assert!(names.iter().all(|n| n.name.starts_with("oidc.")));
+    }
+
+    #[test]
+    fn outcomes_of_statuses() {
+        assert_eq!(Outcome::of_status(302), Outcome::Redirected);
+        assert_eq!(Outcome::of_status(401), Outcome::Unauthorized);
+        assert_eq!(Outcome::of_status(403), Outcome::Forbidden);
+        assert_eq!(Outcome::of_status(502), Outcome::Failed);
+        assert_eq!(Outcome::of_status(200), Outcome::Allowed);
+    }
+}

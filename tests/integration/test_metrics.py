@@ -1,0 +1,81 @@
+"""Metrics: the filter's counters and histograms on Envoy's /stats/prometheus, exact after
+a known sequence of requests."""
+import re
+import time
+
+import requests
+
+import harness
+
+
+def prometheus(proxy) -> dict[str, float]:
+    text = requests.get(proxy.admin_url("/stats/prometheus"), timeout=5).text
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^(oidc_[a-z0-9_]+)(\{[^}]*\})? ([0-9.e+]+)$", line)
+        if m:
+            labels = m.group(2) if m.group(2) not in (None, "{}") else ""
+            out[m.group(1) + labels] = float(m.group(3))
+    return out
+
+
+def flush_every_second(cfg):
+    cfg["stats_flush_interval"] = "1s"
+
+
+def test_counts_after_a_known_sequence(envoy, jwt_idp, upstream):
+    cfg = harness.mtls_plugin_config(jwt_idp, ["bearer", "password"])
+    proxy = envoy(cfg, idp=jwt_idp, mutate=flush_every_second)
+    proxy.wait_for_log("fetched Jwks")
+    token = harness.idp_jwt(jwt_idp)
+    forged = harness.idp_jwt(jwt_idp, key="other.key")
+    unknown = harness.idp_jwt(jwt_idp, kid="nobody")
+
+    assert proxy.get("/").status_code == 401
+    for _ in range(3):
+        assert proxy.get("/", auth=("john", "doe")).status_code == 200
+    assert proxy.get("/", auth=("john", "wrong")).status_code == 401
+    for _ in range(2):
+        assert proxy.get("/", headers={"authorization": f"Bearer {token}"}).status_code == 200
+    assert proxy.get("/", headers={"authorization": f"Bearer {forged}"}).status_code == 401
+    time.sleep(2.1)  # an unknown kid may re-fetch the JWKS once per 2 s
+    assert proxy.get("/", headers={"authorization": f"Bearer {unknown}"}).status_code == 401
+    time.sleep(2.5)  # published on the filter's timer, histograms on Envoy's flush
+
+    got = prometheus(proxy)
+    nonzero = {k: v for k, v in got.items() if v and "_bucket" not in k and not k.endswith("_sum")}
+    assert nonzero == {
+        "oidc_requests_none_unauthorized": 1,
+        "oidc_requests_password_allowed": 3,
+        "oidc_requests_password_unauthorized": 1,
+        "oidc_requests_bearer_allowed": 2,
+        "oidc_requests_bearer_unauthorized": 2,
+        "oidc_idp_discovery_2xx": 1,
+        "oidc_idp_jwks_2xx": 2,
+        "oidc_idp_token_2xx": 1,
+        "oidc_idp_token_4xx": 1,
+        "oidc_jwks_refreshes": 2,
+        # a lookup before and after the JWKS re-fetch for the unknown kid
+        "oidc_cache_jwts_hit": 1, "oidc_cache_jwts_miss": 4,
+        "oidc_cache_grants_hit": 2, "oidc_cache_grants_miss": 2,
+        "oidc_idp_discovery_latency_ms_count": 1,
+        "oidc_idp_jwks_latency_ms_count": 2,
+        "oidc_idp_token_latency_ms_count": 2,
+    }, sorted(nonzero.items())
+    # every metric is there from the start, under the one prefix
+    for name in ("oidc_requests_session_redirected", "oidc_idp_revocation_tls_failure",
+                 "oidc_cache_sessions_miss", "oidc_idp_userinfo_timeout"):
+        assert got.get(name) == 0, name
+
+
+def test_idp_failures_are_counted_by_kind(envoy, idp, upstream):
+    from faults import closed_port
+    from test_config_and_faults import point_cluster
+    cfg = harness.mtls_plugin_config(idp, ["password"])
+    proxy = envoy(cfg, mutate=point_cluster("idp-mtls", closed_port()))
+    assert proxy.get("/", auth=("john", "doe")).status_code == 502
+    assert proxy.get("/", auth=("jane", "secret2")).status_code == 502
+    time.sleep(1.2)
+    got = prometheus(proxy)
+    assert got["oidc_idp_token_connect_failure"] == 2
+    assert got["oidc_requests_password_failed"] == 2
