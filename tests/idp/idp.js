@@ -162,7 +162,8 @@ const common = {
   post_logout_redirect_uris: postLogoutRedirectUris,
 };
 
-const SUBJECT_DN = 'CN=client-tls-auth,O=Example,C=US';
+// CLIENT_TLS_SUBJECT_DN: the subject registered for client-tls-auth (certificate rotation tests)
+const SUBJECT_DN = process.env.CLIENT_TLS_SUBJECT_DN || 'CN=client-tls-auth,O=Example,C=US';
 
 const clients = [
   { ...common, client_id: 'client-tls-auth', token_endpoint_auth_method: 'tls_client_auth', tls_client_auth_subject_dn: SUBJECT_DN },

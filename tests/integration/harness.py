@@ -555,6 +555,26 @@ def plugin_config_text(plugin_config: Mapping | str) -> str:
     return yaml.safe_dump(dict(plugin_config), sort_keys=False, default_flow_style=False)
 
 
+SDS_SECRET = "filter-client-cert"
+
+
+def write_sds(path: Path, crt: str | Path, key: str | Path) -> Path:
+    """Writes (atomically: Envoy reloads on a move) a file-based SDS secret naming crt/key."""
+    doc = {"resources": [{
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+        "name": SDS_SECRET,
+        "tls_certificate": {"certificate_chain": {"filename": str(crt)}, "private_key": {"filename": str(key)}},
+    }]}
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(yaml.safe_dump(doc))
+    os.replace(tmp, path)
+    return Path(path)
+
+
+def sds_secret_config(path: Path) -> dict:
+    return {"name": SDS_SECRET, "sds_config": {"path_config_source": {"path": str(path)}, "resource_api_version": "V3"}}
+
+
 def _rewrite_paths(node: Any, pki: PKI) -> Any:
     """Replace `.run/pki/NAME` file references by the PKI fixture's files."""
     if isinstance(node, dict):
@@ -613,11 +633,14 @@ def build_envoy_config(*, pki: PKI, idp_port: int, upstream_port: int, listen_po
     _set_cluster_port(clusters["upstream"], upstream_port)
 
     tls = clusters["idp-mtls"]["transport_socket"]["typed_config"]["common_tls_context"]
+    tls.pop("tls_certificates", None)
     if mtls_cert is None:
-        tls.pop("tls_certificates", None)
+        tls.pop("tls_certificate_sds_secret_configs", None)
     else:
+        # as envoy/demo.yaml: the client certificate through file-based SDS
         crt, key = pki.cert(mtls_cert)
-        tls["tls_certificates"] = [{"certificate_chain": {"filename": crt}, "private_key": {"filename": key}}]
+        sds = write_sds(pki.dir / f"{mtls_cert}-sds.yaml", crt, key)
+        tls["tls_certificate_sds_secret_configs"] = [sds_secret_config(sds)]
 
     cfg["static_resources"]["clusters"].extend(copy.deepcopy(list(extra_clusters)))
 

@@ -18,11 +18,25 @@
 #   pkjwt.key                        RSA 2048 PKCS#8 key for private_key_jwt (the IdP derives the JWK)
 #   idp2.key                         RSA 2048 PKCS#8: the IdP's next signing key (SIGNING_KEY=idp2.key, rotation)
 #   idp-ec.key                       EC P-256 PKCS#8: IdP signing key for SIGNING_ALG=ES256
+#   client-sds.yaml                  client.crt/key as an Envoy SDS secret `filter-client-cert`
 set -euo pipefail
 
 DIR="${1:?usage: $0 DIR}"
 mkdir -p "$DIR"
 cd "$DIR"
+
+# The filter's client certificate as an Envoy file-based SDS secret (envoy/demo.yaml's
+# idp-mtls cluster reads it; Envoy reloads it, and the files it names, when they are moved
+# into place).
+cat > client-sds.yaml.tmp <<SDS
+resources:
+- "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret
+  name: filter-client-cert
+  tls_certificate:
+    certificate_chain: {filename: $(pwd)/client.crt}
+    private_key: {filename: $(pwd)/client.key}
+SDS
+mv client-sds.yaml.tmp client-sds.yaml
 
 FILES=(ca.crt ca.key idp.crt idp.key client.crt client.key other.crt other.key
        selfsigned.crt selfsigned.key downstream.crt downstream.key
