@@ -12,7 +12,7 @@ ENVOY_VER    := 1.40.0
 RUN          := .run
 SOURCES      := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 
-.PHONY: all build test unit clippy integration run deps target venv idp-deps browser-deps pki clean bench size load
+.PHONY: all build test unit clippy integration run deps target venv idp-deps browser-deps pki clean bench size envoy-config k8s-check load
 
 all: build
 
@@ -52,19 +52,36 @@ tests/idp/node_modules/.package-lock.json: tests/idp/package-lock.json
 deps: target venv idp-deps
 
 ## test: unit tests, clippy on the wasm target, integration tests in real Envoy
-test: unit clippy integration
+test: unit clippy k8s-check integration
 
 unit:
 	cargo test --locked
+	cargo test --locked -p oidc-envoy-config
 
 clippy: | target
 	cargo clippy --locked --target $(TARGET) -- -D warnings
 
-integration: build deps browser-deps
+integration: build deps browser-deps envoy-config
 	$(VENV)/bin/pytest -q tests/integration
 
 pki:
 	tests/pki/gen.sh $(RUN)/pki
+
+## envoy-config: oidc-envoy-config, which renders an Envoy bootstrap from one plugin configuration
+ENVOY_CONFIG := target/debug/oidc-envoy-config
+
+envoy-config:
+	cargo build --locked -p oidc-envoy-config
+
+## k8s-check: envoy/'s Istio and Envoy Gateway manifests against their CRD schemas (npm
+##            @kubernetes-models/*, in tests/k8s) and their plugin configurations with the filter's parser
+K8S_MANIFESTS := envoy/istio-wasmplugin.yaml envoy/envoy-gateway-extensionpolicy.yaml
+
+k8s-check: tests/k8s/node_modules/.package-lock.json envoy-config
+	node tests/k8s/validate.mjs $(K8S_MANIFESTS)
+
+tests/k8s/node_modules/.package-lock.json: tests/k8s/package-lock.json
+	npm ci --prefix tests/k8s --no-audit --no-fund --loglevel=error
 
 ## browser-deps: headless Chromium + chromedriver (Debian) and selenium for tests/integration/test_browser.py
 browser-deps: venv
@@ -74,8 +91,11 @@ browser-deps: venv
 	    selenium==4.51.0
 
 ## run: the demo: IdP on :9443, echo upstream on :9080, Envoy on :8000
-run: build deps pki
+run: build deps pki envoy-config
 	@mkdir -p $(RUN)
+	$(ENVOY_CONFIG) envoy/demo-plugin.yaml --client-cert $(RUN)/pki/client.crt --client-key $(RUN)/pki/client.key \
+	    --idp-ca $(RUN)/pki/ca.crt --listen 127.0.0.1:8000 --upstream 127.0.0.1:9080 --admin 9901 \
+	    --wasm $(WASM) --sds --out $(RUN)/envoy.yaml
 	@PKI_DIR=$(RUN)/pki IDP_PORT=9443 NODE_NO_WARNINGS=1 node tests/idp/idp.js > $(RUN)/idp.log 2>&1 & echo $$! > $(RUN)/idp.pid
 	@python3 tests/upstream/echo.py 9080 > $(RUN)/upstream.log 2>&1 & echo $$! > $(RUN)/upstream.pid
 	@for i in $$(seq 50); do grep -q 'IDP READY' $(RUN)/idp.log && break; sleep 0.2; done
@@ -88,7 +108,7 @@ run: build deps pki
 	@echo "        or open http://localhost:8000/ in a browser (john / doe); log out at /logout"
 	@echo
 	@trap 'kill $$(cat $(RUN)/idp.pid) $$(cat $(RUN)/upstream.pid) 2>/dev/null' EXIT; \
-	    $(ENVOY) -c envoy/demo.yaml --disable-hot-restart --concurrency 2 --log-level warn \
+	    $(ENVOY) -c $(RUN)/envoy.yaml --disable-hot-restart --concurrency 2 --log-level warn \
 	        --component-log-level wasm:info
 
 ## bench: the filter's hot paths against no filter and Envoy's jwt_authn, with wrk (bench/README.md)

@@ -1,0 +1,221 @@
+"""oidc-envoy-config: a bootstrap rendered from one plugin configuration (ours, or Kong's
+openid-connect plugin as its Admin API shows it) runs in real Envoy against the real test
+IdP, and the password grant goes through over mutual TLS.
+
+The command is built by `make integration` (cargo build --locked -p oidc-envoy-config);
+OIDC_ENVOY_CONFIG points at another build.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+import harness
+
+TOOL = Path(os.environ.get("OIDC_ENVOY_CONFIG", harness.REPO_ROOT / "target" / "debug" / "oidc-envoy-config"))
+MTLS_SUBJECT = 'subject="CN=client-tls-auth,O=Example,C=US"'
+
+
+def render(tmp_path: Path, plugin: Path, *args: str, out_name: str = "envoy.yaml") -> tuple[Path, str]:
+    """Runs the command; returns (the bootstrap's path, its stderr)."""
+    if not TOOL.exists():
+        pytest.fail(f"{TOOL} not found: cargo build --locked -p oidc-envoy-config (make integration does)",
+                    pytrace=False)
+    out = tmp_path / out_name
+    r = subprocess.run([str(TOOL), str(plugin), *args, "--out", str(out)], capture_output=True, text=True,
+                       timeout=60, cwd=harness.REPO_ROOT)
+    assert r.returncode == 0, f"oidc-envoy-config failed ({r.returncode}):\n{r.stderr}"
+    return out, r.stderr
+
+
+def topology_args(pki, upstream, port: int, admin_port: int) -> list[str]:
+    return ["--client-cert", str(pki.client_crt), "--client-key", str(pki.client_key), "--idp-ca", str(pki.ca_crt),
+            "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream.port}",
+            "--admin", str(admin_port), "--wasm", str(harness.WASM_PATH.resolve())]
+
+
+@pytest.fixture
+def rendered_envoy(tmp_path, request):
+    """Starts Envoy on a rendered bootstrap file as it is: start(path, port, admin_port)."""
+    started: list[harness.Envoy] = []
+
+    def start(config_path: Path, port: int, admin_port: int, timeout: float = 30.0) -> harness.Envoy:
+        if not harness.WASM_PATH.exists():
+            pytest.fail(f"{harness.WASM_PATH} not found: build the filter first (make build)", pytrace=False)
+        name = f"envoy-{len(started)}"
+        argv = [harness.envoy_binary(), "-c", str(config_path), "--disable-hot-restart", "--concurrency", "1",
+                "--log-level", "info"]
+        proc = harness.ManagedProcess(name, argv, tmp_path / f"{name}.log")
+        proxy = harness.Envoy(proc, port=port, admin_port=admin_port, config=yaml.safe_load(config_path.read_text()),
+                              config_path=config_path)
+        started.append(proxy)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert proc.alive(), f"envoy exited with {proc.returncode}:\n{proc.log()}"
+            try:
+                if requests.get(proxy.admin_url("/ready"), timeout=1).status_code == 200:
+                    harness.wait_for_port(port, timeout=max(1.0, deadline - time.monotonic()))
+                    return proxy
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"envoy not ready after {timeout}s:\n{proc.log()}")
+
+    yield start
+    failed = any(getattr(request.node, f"rep_{w}", None) is not None and getattr(request.node, f"rep_{w}").failed
+                 for w in ("setup", "call"))
+    for proxy in started:
+        if failed:
+            print(f"---- envoy log ({proxy.process.log_path}) ----\n{proxy.log()[-20000:]}")
+        proxy.stop()
+
+
+def assert_password_grant_over_mtls(proxy: harness.Envoy, idp: harness.IdP) -> None:
+    mark = len(idp.log())
+    r = proxy.get("/hello", auth=("john", "doe"))
+    assert r.status_code == 200, r.text
+    seen = harness.upstream_seen(r)
+    assert seen["path"] == "/hello"
+    token = harness.bearer_of(r)
+    info = idp.introspect(token)
+    assert info["active"] is True and info["client_id"] == "client-tls-auth" and info["sub"] == "john", info
+    token_lines = [line for line in harness.idp_log_since(idp, mark) if line.startswith("IDP POST /token ")]
+    assert token_lines and all(MTLS_SUBJECT in line for line in token_lines), token_lines
+    assert proxy.get("/", auth=("john", "wrong")).status_code == 401
+
+
+def test_plugin_yaml_renders_a_bootstrap_that_does_the_password_grant_over_mtls(
+        pki, idp, upstream, tmp_path, rendered_envoy):
+    # No cluster names: the command names them (idp, idp-mtls) and renders them.
+    plugin = tmp_path / "plugin.yaml"
+    plugin.write_text(
+        f"# the filter as its own client, authenticated with its certificate\n"
+        f"issuer: {idp.issuer}\n"
+        f"client_id: client-tls-auth\n"
+        f"client_auth: tls_client_auth\n"
+        f"auth_methods: [password]\n")
+    port, admin_port = harness.free_port(), harness.free_port()
+    path, stderr = render(tmp_path, plugin, *topology_args(pki, upstream, port, admin_port))
+    text = path.read_text()
+    assert text.startswith("# Envoy bootstrap for the envoy-oidc filter"), text[:200]
+    cfg = yaml.safe_load(text)
+    clusters = {c["name"]: c for c in cfg["static_resources"]["clusters"]}
+    assert set(clusters) == {"idp", "idp-mtls", "upstream"}
+    mtls_tls = clusters["idp-mtls"]["transport_socket"]["typed_config"]
+    assert mtls_tls["sni"] == "localhost"
+    assert mtls_tls["common_tls_context"]["tls_certificates"][0]["certificate_chain"]["filename"] == str(pki.client_crt)
+    assert "tls_certificates" not in clusters["idp"]["transport_socket"]["typed_config"]["common_tls_context"]
+    assert "idp_cluster: not set" in stderr, stderr
+
+    proxy = rendered_envoy(path, port, admin_port)
+    assert_password_grant_over_mtls(proxy, idp)
+
+
+# What Kong's Admin API answers for GET /plugins/{id}: the fields set at creation and every
+# other one, null or at Kong's default.
+def kong_admin_api_plugin(issuer: str) -> dict:
+    return {
+        "id": "5c1c2a0e-7a4b-4b8e-9a55-0d6f4c1e2b3a",
+        "name": "openid-connect",
+        "instance_name": None,
+        "enabled": True,
+        "route": None, "service": None, "consumer": None,
+        "protocols": ["grpc", "grpcs", "http", "https"],
+        "config": {
+            "issuer": f"{issuer}/.well-known/openid-configuration",
+            "client_id": ["client-tls-auth"],
+            "client_secret": None,
+            "client_auth": ["tls_client_auth"],
+            "auth_methods": ["password"],
+            "tls_client_auth_cert_id": "8f9e1d2c-0000-4000-8000-000000000001",
+            "tls_client_auth_ssl_verify": True,
+            "ssl_verify": False,
+            "scopes": ["openid"],
+            "scopes_claim": ["scope"],
+            "timeout": 10000,
+            "leeway": 0,
+            "cache_tokens": True,
+            "cache_tokens_salt": "Vq3f9sK2pL0xR7wT",
+            "upstream_access_token_header": "authorization:bearer",
+            "bearer_token_param_type": ["header", "query", "body"],
+            "password_param_type": ["header", "query", "body"],
+            "consumer_claim": ["preferred_username"],
+            "consumer_by": ["username", "custom_id"],
+            "session_storage": "cookie",
+            "logout_methods": ["POST", "DELETE"],
+            "verify_signature": True,
+            "http_version": 1.1,
+            "redis": {"host": "127.0.0.1", "port": 6379, "password": None},
+            "token_endpoint": None,
+        },
+    }
+
+
+def test_kong_admin_api_json_renders_a_working_bootstrap_with_sds(pki, idp, upstream, tmp_path, rendered_envoy):
+    plugin = tmp_path / "kong-plugin.json"
+    plugin.write_text(json.dumps(kong_admin_api_plugin(idp.issuer), indent=2))
+    port, admin_port = harness.free_port(), harness.free_port()
+    path, stderr = render(tmp_path, plugin, *topology_args(pki, upstream, port, admin_port), "--sds")
+
+    # the report: what was translated differently, what is not supported
+    assert "translated Kong's openid-connect plugin 5c1c2a0e" in stderr, stderr
+    assert "consumer_claim" in stderr and "Kong consumers" in stderr, stderr
+    assert "tls_client_auth_cert_id: Kong certificate 8f9e1d2c" in stderr, stderr
+    for quiet in ("cache_tokens_salt", "consumer_by", "session_storage", "redis", "http_version", "timeout"):
+        assert quiet not in stderr, f"{quiet} reported:\n{stderr}"
+
+    cfg = yaml.safe_load(path.read_text())
+    wasm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+        "http_filters"][0]["typed_config"]["config"]
+    embedded = yaml.safe_load(wasm["configuration"]["value"])
+    assert embedded["issuer"] == idp.issuer
+    assert embedded["client_id"] == "client-tls-auth" and embedded["client_auth"] == "tls_client_auth"
+    assert "consumer_claim" not in embedded and "timeout" not in embedded
+    # the client certificate through file-based SDS
+    mtls = {c["name"]: c for c in cfg["static_resources"]["clusters"]}["idp-mtls"]
+    sds = mtls["transport_socket"]["typed_config"]["common_tls_context"]["tls_certificate_sds_secret_configs"][0]
+    sds_path = Path(sds["sds_config"]["path_config_source"]["path"])
+    assert sds_path == tmp_path / "envoy-client-cert-sds.yaml" and sds_path.exists()
+
+    proxy = rendered_envoy(path, port, admin_port)
+    assert_password_grant_over_mtls(proxy, idp)
+
+
+def test_client_certificate_cluster_follows_the_discovered_mtls_aliases(
+        pki, idp_factory, upstream, tmp_path, rendered_envoy):
+    aliased = idp_factory(mtls_port=harness.free_port())
+    discovery = tmp_path / "discovery.json"
+    discovery.write_text(json.dumps(aliased.discovery()))
+    plugin = tmp_path / "plugin.yaml"
+    plugin.write_text(f"issuer: {aliased.issuer}\nclient_id: client-tls-auth\nclient_auth: tls_client_auth\n"
+                      f"auth_methods: [password]\n")
+    port, admin_port = harness.free_port(), harness.free_port()
+    path, _ = render(tmp_path, plugin, *topology_args(pki, upstream, port, admin_port), "--discovery", str(discovery))
+    clusters = {c["name"]: c for c in yaml.safe_load(path.read_text())["static_resources"]["clusters"]}
+    address = lambda c: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]  # noqa: E731
+    assert address(clusters["idp"])["port_value"] == aliased.port
+    assert address(clusters["idp-mtls"])["port_value"] == aliased.mtls_port
+
+    proxy = rendered_envoy(path, port, admin_port)
+    assert_password_grant_over_mtls(proxy, aliased)
+    token_lines = [line for line in aliased.log().splitlines() if line.startswith("IDP POST /token ")]
+    assert all(f"port={aliased.mtls_port}" in line for line in token_lines), token_lines
+
+
+def test_demo_plugin_configuration_is_the_one_in_demo_yaml_and_renders_valid(pki, tmp_path):
+    """`make run` renders from envoy/demo-plugin.yaml; the tests build on envoy/demo.yaml."""
+    demo_plugin = harness.REPO_ROOT / "envoy" / "demo-plugin.yaml"
+    assert yaml.safe_load(demo_plugin.read_text()) == harness.demo_plugin_config()
+    path, _ = render(tmp_path, demo_plugin, "--client-cert", str(pki.client_crt), "--client-key",
+                     str(pki.client_key), "--idp-ca", str(pki.ca_crt), "--listen", "127.0.0.1:8000",
+                     "--wasm", str(harness.WASM_PATH.resolve()))
+    r = subprocess.run([harness.envoy_binary(), "--mode", "validate", "-c", str(path), "--log-level", "error"],
+                       capture_output=True, text=True, timeout=120, cwd=harness.REPO_ROOT)
+    assert r.returncode == 0 and "OK" in r.stdout + r.stderr, r.stdout + r.stderr
