@@ -111,11 +111,11 @@ class WrkResult:
 
 def run_wrk(args: argparse.Namespace, url: str, total: int, *, headers: dict[str, str] | None = None,
             tokens: Path | None = None, token_offset: int = 0, connections: int | None = None,
-            cpus: set[int] | None = None) -> WrkResult:
+            cpus: set[int] | None = None, max_seconds: int | None = None) -> WrkResult:
     conns = max(connections or args.connections, args.threads)
     env = dict(os.environ, BENCH_TOTAL=str(total), BENCH_THREADS=str(args.threads),
                BENCH_TOKENS=str(tokens) if tokens else "", BENCH_TOKEN_OFFSET=str(token_offset))
-    argv = ["wrk", "-t", str(args.threads), "-c", str(conns), "-d", f"{args.max_seconds}s", "--timeout", "10s",
+    argv = ["wrk", "-t", str(args.threads), "-c", str(conns), "-d", f"{max_seconds or args.max_seconds}s", "--timeout", "10s",
             "-s", str(LUA)]
     for k, v in (headers or {}).items():
         argv += ["-H", f"{k}: {v}"]
@@ -205,6 +205,7 @@ class Scenario:
     jwt_cache: bool = False
     headers: Callable[[], dict[str, str]] | None = None
     prepare: Callable[[harness.Envoy], dict[str, str]] | None = None  # e.g. a login -> headers
+    requests: int | None = None    # measured requests, when not the defaults
 
 
 @dataclass
@@ -290,6 +291,7 @@ class Bench:
         # tokens for the cold paths: one per request (warm-up and measured ranges are disjoint)
         self.cold_offset = a.warmup + a.connections + 16
         n = self.cold_offset + max(a.cold_requests, a.jwt_authn_cold_requests) + a.connections + 16
+        n = max(n, a.memory_tokens if a.memory_requests else 0)
         self.tokens_file = WORK / "tokens.txt"
         t0 = time.monotonic()
         tokens = self.mint_tokens(n)
@@ -335,6 +337,9 @@ class Bench:
                      plugin=lambda: api_config(idp, ["bearer"]), headers=bearer),
             Scenario("bearer-cold", "oidc bearer JWT, new token every request", "oidc", cold=True,
                      baseline="jwt_authn-cold", plugin=lambda: api_config(idp, ["bearer"])),
+            Scenario("bearer-memory", f"oidc bearer JWT, {self.args.memory_requests:,} requests cycling over "
+                     f"{self.args.memory_tokens:,} tokens (memory bound; caches hold 10,000 per worker)", "oidc",
+                     cold=True, plugin=lambda: api_config(idp, ["bearer"]), requests=self.args.memory_requests),
             Scenario("session", "oidc session cookie", "oidc", baseline="jwt_authn",
                      plugin=None, prepare=self.login_for_session),
             Scenario("introspection", "oidc introspection (cached)", "oidc", baseline="jwt_authn",
@@ -344,6 +349,8 @@ class Bench:
                      plugin=lambda: api_config(idp, ["password"]),
                      headers=lambda: {"Authorization": "Basic " + base64.b64encode(b"john:doe").decode()}),
         ]
+        if not self.args.memory_requests:
+            out = [s for s in out if s.key != "bearer-memory"]
         if self.args.only:
             keep = set(self.args.only.split(","))
             unknown = keep - {s.key for s in out}
@@ -384,6 +391,7 @@ class Bench:
             url = proxy.url("/bench")
             pid = proxy.process.pid
             total = (a.jwt_authn_cold_requests if s.kind == "jwt_authn" else a.cold_requests) if s.cold else a.requests
+            total = s.requests or total
             tokens = self.tokens_file if s.cold else None
             row.rss_before = rss_mib(pid)
             warm = run_wrk(a, url, a.warmup, headers=headers, tokens=tokens, token_offset=0, cpus=self.other_cpus)
@@ -392,7 +400,7 @@ class Bench:
                     f"{warm.socket_errors} socket errors")
             c0, u0, t0 = cpu_seconds(pid), cpu_seconds(self.upstream.process.pid), time.monotonic()
             res = run_wrk(a, url, total, headers=headers, tokens=tokens, token_offset=self.cold_offset,
-                          cpus=self.other_cpus)
+                          cpus=self.other_cpus, max_seconds=max(a.max_seconds, total // 1000))
             # CPU over wrk's measured interval (the process start-up around it is idle time)
             wall = res.seconds or (time.monotonic() - t0)
             row.cpu_front = 100 * (cpu_seconds(pid) - c0) / wall
@@ -584,15 +592,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=32, help="wrk connections (-c)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads (-t)")
     p.add_argument("--requests", type=int, default=20000, help="measured requests per same-token/cached scenario")
-    p.add_argument("--cold-requests", type=int, default=2000,
+    p.add_argument("--cold-requests", type=int, default=10000,
                    help="measured requests per new-token-every-request scenario (as many tokens are minted)")
     p.add_argument("--jwt-authn-cold-requests", type=int, default=10000,
                    help="measured requests of jwt_authn with a new token every request (it is ~10x faster)")
+    p.add_argument("--memory-requests", type=int, default=1_000_000,
+                   help="requests of the memory scenario (bearer tokens cycling over --memory-tokens); 0 skips it")
+    p.add_argument("--memory-tokens", type=int, default=30000,
+                   help="distinct tokens of the memory scenario (more than the caches hold)")
     p.add_argument("--warmup", type=int, default=500, help="warm-up requests before each measurement")
     p.add_argument("--logins", type=int, default=30, help="authorization code logins timed")
     p.add_argument("--token-requests", type=int, default=100, help="token requests for the TLS connection count")
     p.add_argument("--only", help="comma-separated scenario keys (none, jwt_authn, jwt_authn-cold, "
-                                  "jwt_authn-cache, bearer, bearer-cold, session, introspection, password)")
+                                  "jwt_authn-cache, bearer, bearer-cold, bearer-memory, session, introspection, password)")
     p.add_argument("--skip-login-cost", action="store_true", help="skip the second table")
     p.add_argument("--no-pin", dest="pin", action="store_false",
                    help="don't pin the front Envoy to its own CPU (default: pinned when there are ≥ 2 CPUs)")

@@ -4,15 +4,16 @@
 //! asymmetric algorithms are accepted — RS256/384/512, PS256/384/512, ES256/384, EdDSA —
 //! so `alg: none` and HMAC signed with a public key are refused before any key is touched.
 //! `iss` must be the configured issuer, `exp` is required, `exp`/`nbf`/`iat` are checked with
-//! `leeway`. Verification itself is `jwt-simple`'s.
+//! `leeway`. RSA signatures are checked by [`crate::core::rsa`] (the hot path: most IdPs sign
+//! with RS256), the others by `jwt-simple`.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use base64::Engine;
 use jwt_simple::algorithms::{
     ECDSAP256PublicKeyLike, ECDSAP384PublicKeyLike, ES256PublicKey, ES384PublicKey, EdDSAPublicKeyLike,
-    Ed25519PublicKey, PS256PublicKey, PS384PublicKey, PS512PublicKey, RS256PublicKey, RS384PublicKey,
-    RS512PublicKey, RSAPublicKeyLike,
+    Ed25519PublicKey,
 };
 use jwt_simple::claims::NoCustomClaims;
 use jwt_simple::common::VerificationOptions;
@@ -20,6 +21,7 @@ use jwt_simple::prelude::Duration;
 use serde::Deserialize;
 
 use crate::core::claims::Claims;
+use crate::core::rsa::{self, Hash};
 
 /// Why a token was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,27 +66,28 @@ pub struct Expect<'a> {
 
 /// A verifying key for one algorithm.
 enum Verifier {
-    Rs256(RS256PublicKey),
-    Rs384(RS384PublicKey),
-    Rs512(RS512PublicKey),
-    Ps256(PS256PublicKey),
-    Ps384(PS384PublicKey),
-    Ps512(PS512PublicKey),
+    /// RS* (`pss` false) or PS*; one prepared key shared by the algorithms of its JWK.
+    Rsa { key: Rc<rsa::PublicKey>, hash: Hash, pss: bool },
     Es256(ES256PublicKey),
     Es384(ES384PublicKey),
     EdDsa(Ed25519PublicKey),
 }
 
 impl Verifier {
+    /// Checks the signature (and, through `jwt-simple`, also the claims; ours are checked
+    /// by [`claims_hold`] for every algorithm).
     fn verify(&self, token: &str, opts: VerificationOptions) -> bool {
         let o = Some(opts);
         match self {
-            Verifier::Rs256(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
-            Verifier::Rs384(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
-            Verifier::Rs512(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
-            Verifier::Ps256(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
-            Verifier::Ps384(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
-            Verifier::Ps512(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
+            Verifier::Rsa { key, hash, pss } => {
+                let Some((signed, sig)) = token.rsplit_once('.') else { return false };
+                let Ok(sig) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sig) else { return false };
+                if *pss {
+                    key.verify_pss(*hash, signed.as_bytes(), &sig)
+                } else {
+                    key.verify_pkcs1v15(*hash, signed.as_bytes(), &sig)
+                }
+            }
             Verifier::Es256(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
             Verifier::Es384(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
             Verifier::EdDsa(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
@@ -148,11 +151,12 @@ impl KeySet {
             }
             let kid = k.kid.clone().unwrap_or_default();
             let mut added = false;
+            let mut rsa_key = None;
             for alg in ASYMMETRIC {
                 if k.alg.as_deref().is_some_and(|a| a != alg) {
                     continue;
                 }
-                if let Some(v) = build(&k, alg) {
+                if let Some(v) = build(&k, alg, &mut rsa_key) {
                     set.keys.insert((kid.clone(), alg), v);
                     added = true;
                 }
@@ -215,25 +219,54 @@ impl KeySet {
             required_nonce: expect.nonce.map(str::to_string),
             ..Default::default()
         };
-        if !key.verify(token, opts) {
+        if !key.verify(token, opts) || !claims_hold(&claims, expect) {
             return Err(JwtError::Invalid);
         }
         Ok(claims)
     }
 }
 
-fn build(k: &RawJwk, alg: &'static str) -> Option<Verifier> {
+/// `exp` (required), `nbf` and `iat` against the clock with leeway; `iss`; `aud` and
+/// `nonce` when expected.
+fn claims_hold(claims: &Claims, expect: &Expect<'_>) -> bool {
+    // A time claim that is present must be a number.
+    let time = |name: &str| match claims.get(name) {
+        None => Ok(None),
+        Some(v) => v.as_f64().map(|f| Some(f.max(0.0) as u64)).ok_or(()),
+    };
+    let (Ok(Some(exp)), Ok(nbf), Ok(iat)) = (time("exp"), time("nbf"), time("iat")) else { return false };
+    let (now, leeway) = (expect.now_secs, expect.leeway_secs);
+    let latest = now.saturating_add(leeway);
+    let in_time = now <= exp.saturating_add(leeway)
+        && nbf.map_or(true, |n| n <= latest)
+        && iat.map_or(true, |i| i <= latest);
+    let issuer = claims.get("iss").and_then(|i| i.as_str()) == Some(expect.issuer);
+    let audience = expect.audience.map_or(true, |want| match claims.get("aud") {
+        Some(serde_json::Value::String(a)) => a == want,
+        Some(serde_json::Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(want)),
+        _ => false,
+    });
+    let nonce = expect.nonce.map_or(true, |want| claims.get("nonce").and_then(|n| n.as_str()) == Some(want));
+    in_time && issuer && audience && nonce
+}
+
+/// Prepares each RSA key once for all the algorithms its JWK allows (computing `R² mod n`
+/// is the costly part).
+fn build(k: &RawJwk, alg: &'static str, rsa_key: &mut Option<Option<Rc<rsa::PublicKey>>>) -> Option<Verifier> {
     match (k.kty.as_str(), alg) {
         ("RSA", _) if alg.starts_with("RS") || alg.starts_with("PS") => {
-            let (n, e) = (b64(&k.n)?, b64(&k.e)?);
-            Some(match alg {
-                "RS256" => Verifier::Rs256(RS256PublicKey::from_components(&n, &e).ok()?),
-                "RS384" => Verifier::Rs384(RS384PublicKey::from_components(&n, &e).ok()?),
-                "RS512" => Verifier::Rs512(RS512PublicKey::from_components(&n, &e).ok()?),
-                "PS256" => Verifier::Ps256(PS256PublicKey::from_components(&n, &e).ok()?),
-                "PS384" => Verifier::Ps384(PS384PublicKey::from_components(&n, &e).ok()?),
-                _ => Verifier::Ps512(PS512PublicKey::from_components(&n, &e).ok()?),
-            })
+            let key = rsa_key
+                .get_or_insert_with(|| {
+                    let (n, e) = (b64(&k.n)?, b64(&k.e)?);
+                    rsa::PublicKey::from_components(&n, &e).map(Rc::new)
+                })
+                .clone()?;
+            let hash = match alg.get(2..) {
+                Some("256") => Hash::Sha256,
+                Some("384") => Hash::Sha384,
+                _ => Hash::Sha512,
+            };
+            Some(Verifier::Rsa { key, hash, pss: alg.starts_with("PS") })
         }
         ("EC", "ES256") | ("EC", "ES384") => {
             let want = if alg == "ES256" { "P-256" } else { "P-384" };
@@ -390,5 +423,32 @@ mod tests {
         assert!(!looks_like_jwt("eyJh.b"));
         assert!(!looks_like_jwt("eyJh.b.c d"));
         assert!(looks_like_jwt("eyJhbGciOiJSUzI1NiJ9.e30.sig"));
+    }
+
+    #[test]
+    fn claim_rules() {
+        let c = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let e = |aud, nonce| Expect { issuer: ISS, audience: aud, nonce, leeway_secs: 10, now_secs: 1000 };
+        let ok = c(serde_json::json!({"iss": ISS, "exp": 1100, "aud": ["a", "b"], "nonce": "n"}));
+        assert!(claims_hold(&ok, &e(Some("b"), Some("n"))));
+        assert!(!claims_hold(&ok, &e(Some("c"), None)));
+        assert!(!claims_hold(&ok, &e(None, Some("m"))));
+        let with = |k: &str, v: serde_json::Value| {
+            let mut x = ok.clone();
+            x.insert(k.into(), v);
+            x
+        };
+        assert!(claims_hold(&with("exp", 995.into()), &e(None, None)), "within leeway");
+        assert!(!claims_hold(&with("exp", 989.into()), &e(None, None)));
+        assert!(!claims_hold(&with("exp", "1100".into()), &e(None, None)));
+        assert!(claims_hold(&with("nbf", 1010.into()), &e(None, None)));
+        assert!(!claims_hold(&with("nbf", 1011.into()), &e(None, None)));
+        assert!(!claims_hold(&with("nbf", "0".into()), &e(None, None)));
+        assert!(!claims_hold(&with("iat", 1011.into()), &e(None, None)));
+        assert!(!claims_hold(&with("iss", "https://other".into()), &e(None, None)));
+        assert!(claims_hold(&with("aud", "b".into()), &e(Some("b"), None)));
+        let mut no_exp = ok.clone();
+        no_exp.remove("exp");
+        assert!(!claims_hold(&no_exp, &e(None, None)));
     }
 }

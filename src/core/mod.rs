@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod reply;
 #[cfg(test)]
 mod robustness;
+pub mod rsa;
 pub mod session;
 pub mod upstream;
 

@@ -105,3 +105,29 @@ fn random_idp_documents_never_panic() {
         let _ = KeySet::parse(format!(r#"{{"keys":[{{"kty":"RSA","n":"{t}","e":"AQAB"}},{{"kty":"EC","crv":"P-256","x":"{t}","y":"{t}"}}]}}"#).as_bytes());
     }
 }
+
+#[test]
+fn rsa_verification_never_panics_on_random_keys_and_signatures() {
+    use crate::core::rsa::{Hash, PublicKey};
+    let mut rng = Rng(0x5eed_7a11_d00d_f00d);
+    let bytes = |rng: &mut Rng, n: usize| -> Vec<u8> { (0..n).map(|_| rng.next() as u8).collect() };
+    for round in 0..40 {
+        let len = [0, 1, 127, 255, 256, 257, 384, 512, 1100][round % 9];
+        let mut n = bytes(&mut rng, len);
+        if let Some(last) = n.last_mut() {
+            *last |= 1;
+        }
+        let e_len = (rng.next() % 10) as usize;
+        let e = bytes(&mut rng, e_len);
+        let Some(key) = PublicKey::from_components(&n, &[1, 0, 1]).or_else(|| PublicKey::from_components(&n, &e)) else {
+            continue;
+        };
+        for sig_len in [0, len - 1, len, len + 1] {
+            let sig = bytes(&mut rng, sig_len);
+            for hash in [Hash::Sha256, Hash::Sha384, Hash::Sha512] {
+                assert!(!key.verify_pkcs1v15(hash, b"m", &sig));
+                assert!(!key.verify_pss(hash, b"m", &sig));
+            }
+        }
+    }
+}

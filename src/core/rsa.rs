@@ -1,0 +1,392 @@
+//! RSA signature verification (RS256/384/512 and PS256/384/512) for JWTs, fast in Wasm.
+//!
+//! The public-key operation is a handful of modular multiplications (17 for e = 65537).
+//! General-purpose big-integer crates spend most of their time allocating and, on Wasm
+//! (no 64×64→128-bit multiply), on 64-bit limbs; here it is Montgomery multiplication
+//! (CIOS) on 32-bit limbs into one preallocated buffer, with `R² mod n` computed once per
+//! key when the JWKS is loaded. Only public data is involved, so nothing needs constant
+//! time. Encodings are checked as RFC 8017 says: PKCS#1 v1.5 by building the expected
+//! encoding and comparing (§8.2.2), PSS by EMSA-PSS-VERIFY (§9.1.2) with the salt as long as
+//! the hash (RFC 7518 §3.5).
+
+use sha2::{Digest, Sha256, Sha384, Sha512};
+
+/// The hash of an RSA JWS algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hash {
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl Hash {
+    fn digest(self, parts: &[&[u8]]) -> Vec<u8> {
+        fn run<D: Digest>(parts: &[&[u8]]) -> Vec<u8> {
+            let mut d = D::new();
+            for p in parts {
+                d.update(p);
+            }
+            d.finalize().to_vec()
+        }
+        match self {
+            Hash::Sha256 => run::<Sha256>(parts),
+            Hash::Sha384 => run::<Sha384>(parts),
+            Hash::Sha512 => run::<Sha512>(parts),
+        }
+    }
+
+    fn len(self) -> usize {
+        match self {
+            Hash::Sha256 => 32,
+            Hash::Sha384 => 48,
+            Hash::Sha512 => 64,
+        }
+    }
+
+    /// DER `DigestInfo` prefix (RFC 8017 §9.2 note 1).
+    fn digest_info(self) -> &'static [u8] {
+        match self {
+            Hash::Sha256 => &[0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20],
+            Hash::Sha384 => &[0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30],
+            Hash::Sha512 => &[0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40],
+        }
+    }
+}
+
+/// Smallest and largest modulus accepted (RFC 7518 §3.3 requires 2048 bits or more).
+const MIN_BITS: usize = 2048;
+const MAX_BITS: usize = 8192;
+
+/// An RSA public key prepared for verification.
+pub struct PublicKey {
+    /// Modulus, little-endian 32-bit limbs, the top one non-zero.
+    n: Vec<u32>,
+    /// −n⁻¹ mod 2³².
+    n0inv: u32,
+    /// R² mod n, R = 2^(32·limbs).
+    rr: Vec<u32>,
+    e: u64,
+    /// Modulus length in bits and bytes.
+    bits: usize,
+    len: usize,
+}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RSA-{} e={}", self.bits, self.e)
+    }
+}
+
+impl PublicKey {
+    /// From the JWK's big-endian `n` and `e`. `None` for an even or out-of-range modulus
+    /// or an exponent that is even, below 3 or above 2⁶⁴.
+    pub fn from_components(n: &[u8], e: &[u8]) -> Option<PublicKey> {
+        let n = strip_zeros(n);
+        let e = strip_zeros(e);
+        let bits = n.len().checked_mul(8)?.checked_sub(n.first()?.leading_zeros() as usize)?;
+        if !(MIN_BITS..=MAX_BITS).contains(&bits) || e.len() > 8 || n.last()? & 1 == 0 {
+            return None;
+        }
+        let e = e.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+        if e < 3 || e & 1 == 0 {
+            return None;
+        }
+        let limbs = n.len().div_ceil(4);
+        let n_limbs = from_be(n, limbs)?;
+        let n0 = *n_limbs.first()?;
+        // Newton's iteration doubles the correct low bits: 1 → 32 in five steps.
+        let inv = (0..5).fold(1u32, |x, _| x.wrapping_mul(2u32.wrapping_sub(n0.wrapping_mul(x))));
+        // R² mod n by doubling 1, 2·32·limbs times (once per key).
+        let mut r = vec![0u32; limbs];
+        *r.first_mut()? = 1;
+        for _ in 0..64 * limbs {
+            let carry = shl1(&mut r);
+            if carry || !less(&r, &n_limbs) {
+                sub(&mut r, &n_limbs);
+            }
+        }
+        Some(PublicKey { n: n_limbs, n0inv: inv.wrapping_neg(), rr: r, e, bits, len: n.len() })
+    }
+
+    /// Size of the modulus in bits.
+    pub fn bits(&self) -> usize {
+        self.bits
+    }
+
+    /// RSAVP1: `sig^e mod n` as `len` big-endian bytes; `None` when `sig` is not a
+    /// `len`-byte integer below n.
+    fn public_op(&self, sig: &[u8]) -> Option<Vec<u8>> {
+        if sig.len() != self.len {
+            return None;
+        }
+        let k = self.n.len();
+        let s = from_be(sig, k)?;
+        if !less(&s, &self.n) {
+            return None;
+        }
+        let mut t = vec![0u32; k + 2];
+        let (mut acc, mut next) = (vec![0u32; k], vec![0u32; k]);
+        self.mont_mul(&s, &self.rr, &mut t, &mut acc); // s·R
+        let base = acc.clone();
+        let top = 63 - self.e.leading_zeros();
+        for i in (0..top).rev() {
+            self.mont_mul(&acc, &acc, &mut t, &mut next);
+            std::mem::swap(&mut acc, &mut next);
+            if (self.e >> i) & 1 == 1 {
+                self.mont_mul(&acc, &base, &mut t, &mut next);
+                std::mem::swap(&mut acc, &mut next);
+            }
+        }
+        let mut one = vec![0u32; k];
+        *one.first_mut()? = 1;
+        self.mont_mul(&acc, &one, &mut t, &mut next); // out of Montgomery form
+        Some(to_be(&next, self.len))
+    }
+
+    /// `out = a·b·R⁻¹ mod n` (CIOS). `a`, `b`, `out` have the modulus' limb count and `t`
+    /// two more; anything else leaves `out` untouched (and verification fails).
+    #[allow(clippy::indexing_slicing)] // every index is below k or k + 2, checked on entry
+    fn mont_mul(&self, a: &[u32], b: &[u32], t: &mut [u32], out: &mut [u32]) {
+        let n = self.n.as_slice();
+        let k = n.len();
+        if k == 0 || a.len() != k || b.len() != k || out.len() != k || t.len() != k + 2 {
+            return;
+        }
+        t.fill(0);
+        for &bi in b {
+            let bi = u64::from(bi);
+            let mut c = 0u64;
+            for j in 0..k {
+                let s = u64::from(t[j]) + u64::from(a[j]) * bi + c;
+                t[j] = s as u32;
+                c = s >> 32;
+            }
+            let s = u64::from(t[k]) + c;
+            t[k] = s as u32;
+            t[k + 1] = (s >> 32) as u32;
+            let m = u64::from(t[0].wrapping_mul(self.n0inv));
+            let mut c = (u64::from(t[0]) + m * u64::from(n[0])) >> 32;
+            for j in 1..k {
+                let s = u64::from(t[j]) + m * u64::from(n[j]) + c;
+                t[j - 1] = s as u32;
+                c = s >> 32;
+            }
+            let s = u64::from(t[k]) + c;
+            t[k - 1] = s as u32;
+            t[k] = t[k + 1].wrapping_add((s >> 32) as u32);
+        }
+        let (lo, hi) = t.split_at_mut(k);
+        if hi[0] != 0 || !less(lo, n) {
+            sub(lo, n);
+        }
+        out.copy_from_slice(lo);
+    }
+
+    /// RSASSA-PKCS1-v1_5 verification of `sig` over `msg`.
+    pub fn verify_pkcs1v15(&self, hash: Hash, msg: &[u8], sig: &[u8]) -> bool {
+        let Some(em) = self.public_op(sig) else { return false };
+        let prefix = hash.digest_info();
+        let t_len = prefix.len() + hash.len();
+        // EM = 00 01 FF…FF (at least 8) 00 DigestInfo‖H
+        let Some(ps_len) = self.len.checked_sub(t_len + 3).filter(|l| *l >= 8) else { return false };
+        let mut want = Vec::with_capacity(self.len);
+        want.extend_from_slice(&[0, 1]);
+        want.resize(2 + ps_len, 0xff);
+        want.push(0);
+        want.extend_from_slice(prefix);
+        want.extend_from_slice(&hash.digest(&[msg]));
+        em == want
+    }
+
+    /// RSASSA-PSS verification of `sig` over `msg`, MGF1 with the same hash, salt length
+    /// equal to the hash length.
+    pub fn verify_pss(&self, hash: Hash, msg: &[u8], sig: &[u8]) -> bool {
+        let Some(full) = self.public_op(sig) else { return false };
+        let h_len = hash.len();
+        let em_bits = self.bits - 1;
+        let em_len = em_bits.div_ceil(8);
+        // I2OSP(m, emLen): the bytes above emLen must be zero.
+        let Some(extra) = self.len.checked_sub(em_len) else { return false };
+        let (high, em) = full.split_at(extra);
+        if high.iter().any(|b| *b != 0) || em_len < 2 * h_len + 2 || em.last() != Some(&0xbc) {
+            return false;
+        }
+        let db_len = em_len - h_len - 1;
+        let (masked_db, rest) = em.split_at(db_len);
+        let Some(h) = rest.get(..h_len) else { return false };
+        let zero_bits = 8 * em_len - em_bits; // 0..=7
+        let top_mask = 0xffu8.checked_shr(zero_bits as u32).unwrap_or(0);
+        if masked_db.first().is_some_and(|b| b & !top_mask != 0) {
+            return false;
+        }
+        let mut db: Vec<u8> = masked_db.iter().zip(mgf1(hash, h, db_len)).map(|(m, k)| m ^ k).collect();
+        if let Some(first) = db.first_mut() {
+            *first &= top_mask;
+        }
+        // DB = PS (zeros) ‖ 01 ‖ salt
+        let ps_len = db_len - h_len - 1;
+        let (ps, tail) = db.split_at(ps_len);
+        let Some((&one, salt)) = tail.split_first() else { return false };
+        if ps.iter().any(|b| *b != 0) || one != 1 || salt.len() != h_len {
+            return false;
+        }
+        let m_hash = hash.digest(&[msg]);
+        hash.digest(&[&[0u8; 8], &m_hash, salt]) == h
+    }
+}
+
+/// MGF1 (RFC 8017 B.2.1): `len` bytes from `seed`.
+fn mgf1(hash: Hash, seed: &[u8], len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + hash.len());
+    let mut counter = 0u32;
+    while out.len() < len {
+        out.extend(hash.digest(&[seed, &counter.to_be_bytes()]));
+        counter = counter.wrapping_add(1);
+    }
+    out.truncate(len);
+    out
+}
+
+fn strip_zeros(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|x| *x != 0).unwrap_or(b.len());
+    b.get(start..).unwrap_or(&[])
+}
+
+/// Big-endian bytes → `limbs` little-endian limbs; `None` when they do not fit.
+fn from_be(b: &[u8], limbs: usize) -> Option<Vec<u32>> {
+    let b = strip_zeros(b);
+    if b.len() > limbs * 4 {
+        return None;
+    }
+    let mut out = vec![0u32; limbs];
+    for (i, byte) in b.iter().rev().enumerate() {
+        *out.get_mut(i / 4)? |= u32::from(*byte) << (8 * (i % 4));
+    }
+    Some(out)
+}
+
+/// Little-endian limbs → `len` big-endian bytes (higher limbs beyond `len` are dropped).
+fn to_be(a: &[u32], len: usize) -> Vec<u8> {
+    (0..len).rev().map(|i| a.get(i / 4).map_or(0, |l| (l >> (8 * (i % 4))) as u8)).collect()
+}
+
+/// a < b, same length.
+fn less(a: &[u32], b: &[u32]) -> bool {
+    for (x, y) in a.iter().rev().zip(b.iter().rev()) {
+        if x != y {
+            return x < y;
+        }
+    }
+    false
+}
+
+/// a −= b (mod 2^(32·len)).
+fn sub(a: &mut [u32], b: &[u32]) {
+    let mut borrow = 0u64;
+    for (x, y) in a.iter_mut().zip(b) {
+        let d = u64::from(*x).wrapping_sub(u64::from(*y)).wrapping_sub(borrow);
+        *x = d as u32;
+        borrow = (d >> 63) & 1;
+    }
+}
+
+/// a <<= 1; returns the bit shifted out.
+fn shl1(a: &mut [u32]) -> bool {
+    let mut carry = 0u32;
+    for x in a.iter_mut() {
+        let v = *x;
+        *x = (v << 1) | carry;
+        carry = v >> 31;
+    }
+    carry == 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use jwt_simple::prelude::*;
+
+    fn parts(token: &str) -> (&str, Vec<u8>) {
+        let (signed, sig) = token.rsplit_once('.').unwrap();
+        (signed, base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sig).unwrap())
+    }
+
+    fn flip(sig: &[u8], i: usize) -> Vec<u8> {
+        let mut s = sig.to_vec();
+        s[i] ^= 0x01;
+        s
+    }
+
+    #[test]
+    fn pkcs1v15_agrees_with_jwt_simple() {
+        for bits in [2048, 3072, 4096] {
+            let kp = RS256KeyPair::generate(bits).unwrap();
+            let c = kp.public_key().to_components();
+            let key = PublicKey::from_components(&c.n, &c.e).unwrap();
+            assert_eq!(key.bits(), bits);
+            let kp384 = RS384KeyPair::from_der(&kp.to_der().unwrap()).unwrap();
+            let kp512 = RS512KeyPair::from_der(&kp.to_der().unwrap()).unwrap();
+            let claims = || Claims::create(Duration::from_hours(1));
+            for (hash, token) in [
+                (Hash::Sha256, kp.sign(claims()).unwrap()),
+                (Hash::Sha384, kp384.sign(claims()).unwrap()),
+                (Hash::Sha512, kp512.sign(claims()).unwrap()),
+            ] {
+                let (signed, sig) = parts(&token);
+                assert!(key.verify_pkcs1v15(hash, signed.as_bytes(), &sig), "{bits} {hash:?}");
+                assert!(!key.verify_pss(hash, signed.as_bytes(), &sig));
+                assert!(!key.verify_pkcs1v15(hash, b"other message", &sig));
+                for i in [0, 1, sig.len() / 2, sig.len() - 1] {
+                    assert!(!key.verify_pkcs1v15(hash, signed.as_bytes(), &flip(&sig, i)));
+                }
+                let other = if hash == Hash::Sha256 { Hash::Sha512 } else { Hash::Sha256 };
+                assert!(!key.verify_pkcs1v15(other, signed.as_bytes(), &sig));
+            }
+        }
+    }
+
+    #[test]
+    fn pss_agrees_with_jwt_simple() {
+        for bits in [2048, 3072, 4096] {
+            let kp = PS256KeyPair::generate(bits).unwrap();
+            let der = kp.to_der().unwrap();
+            let c = kp.public_key().to_components();
+            let key = PublicKey::from_components(&c.n, &c.e).unwrap();
+            let claims = || Claims::create(Duration::from_hours(1));
+            for (hash, token) in [
+                (Hash::Sha256, kp.sign(claims()).unwrap()),
+                (Hash::Sha384, PS384KeyPair::from_der(&der).unwrap().sign(claims()).unwrap()),
+                (Hash::Sha512, PS512KeyPair::from_der(&der).unwrap().sign(claims()).unwrap()),
+            ] {
+                let (signed, sig) = parts(&token);
+                assert!(key.verify_pss(hash, signed.as_bytes(), &sig), "{bits} {hash:?}");
+                assert!(!key.verify_pkcs1v15(hash, signed.as_bytes(), &sig));
+                assert!(!key.verify_pss(hash, b"other", &sig));
+                for i in [0, 1, sig.len() / 2, sig.len() - 1] {
+                    assert!(!key.verify_pss(hash, signed.as_bytes(), &flip(&sig, i)));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_keys_and_signatures_are_refused_without_panicking() {
+        let kp = RS256KeyPair::generate(2048).unwrap();
+        let c = kp.public_key().to_components();
+        assert!(PublicKey::from_components(&c.n[..128], &c.e).is_none(), "1024 bits");
+        let mut even = c.n.clone();
+        *even.last_mut().unwrap() &= 0xfe;
+        assert!(PublicKey::from_components(&even, &c.e).is_none());
+        assert!(PublicKey::from_components(&c.n, &[1]).is_none());
+        assert!(PublicKey::from_components(&c.n, &[2]).is_none());
+        assert!(PublicKey::from_components(&c.n, &[1; 9]).is_none());
+        assert!(PublicKey::from_components(&[], &[]).is_none());
+        assert!(PublicKey::from_components(&vec![0xff; 2000], &c.e).is_none());
+        let key = PublicKey::from_components(&[&[0u8, 0][..], &c.n].concat(), &[0, 1, 0, 1]).unwrap();
+        for sig in [vec![], vec![0; 255], vec![0; 257], vec![0xff; 256], c.n.clone(), vec![0; 256]] {
+            assert!(!key.verify_pkcs1v15(Hash::Sha256, b"m", &sig));
+            assert!(!key.verify_pss(Hash::Sha256, b"m", &sig));
+        }
+    }
+}
