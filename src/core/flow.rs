@@ -217,7 +217,7 @@ impl Flow {
         }
         if plan.has(AuthMethod::AuthorizationCode) {
             if let Some(cb) = login::callback(plan, path) {
-                self.method = Method::AuthorizationCode;
+                self.method = Method::Auth(AuthMethod::AuthorizationCode);
                 let pending = credentials::cookies(cookie)
                     .find(|(k, _)| *k == s.authorization_cookie_name)
                     .and_then(|(_, v)| s.sealer.open(&s.authorization_cookie_name, v))
@@ -235,7 +235,7 @@ impl Flow {
         let opened = opened?;
         let (session, identity) = (&opened.0, &opened.1);
         self.presented = Some(Presented::Session);
-        self.method = Method::Session;
+        self.method = Method::Auth(AuthMethod::Session);
         let expired = session.exp != 0 && session.exp <= now.saturating_add(plan.leeway.max(1));
         if !expired {
             let renew = session.due_for_renewal(&s.timeouts, now);
@@ -409,14 +409,14 @@ impl Flow {
     fn run(&mut self, env: &mut Env<'_>, op: Op) -> Step {
         let plan = env.plan;
         self.method = match &op {
-            Op::Jwt { .. } => Method::Bearer,
-            Op::Introspect => Method::Introspection,
-            Op::Userinfo => Method::Userinfo,
-            Op::Grant(Grant::Password(_)) => Method::Password,
-            Op::Grant(Grant::ClientCredentials(_)) => Method::ClientCredentials,
-            Op::Grant(Grant::RefreshToken(_)) => Method::RefreshToken,
-            Op::Grant(Grant::AuthorizationCode { .. }) | Op::Login | Op::Code { .. } => Method::AuthorizationCode,
-            Op::Refresh(_) => Method::Session,
+            Op::Jwt { .. } => Method::Auth(AuthMethod::Bearer),
+            Op::Introspect => Method::Auth(AuthMethod::Introspection),
+            Op::Userinfo => Method::Auth(AuthMethod::Userinfo),
+            Op::Grant(Grant::Password(_)) => Method::Auth(AuthMethod::Password),
+            Op::Grant(Grant::ClientCredentials(_)) => Method::Auth(AuthMethod::ClientCredentials),
+            Op::Grant(Grant::RefreshToken(_)) => Method::Auth(AuthMethod::RefreshToken),
+            Op::Grant(Grant::AuthorizationCode { .. }) | Op::Login | Op::Code { .. } => Method::Auth(AuthMethod::AuthorizationCode),
+            Op::Refresh(_) => Method::Auth(AuthMethod::Session),
             Op::Revoke { .. } => Method::Logout,
         };
         match op {
@@ -511,7 +511,7 @@ impl Flow {
             self.state = State::Done;
             return Step::Respond(reply);
         };
-        self.method = Method::AuthorizationCode;
+        self.method = Method::Auth(AuthMethod::AuthorizationCode);
         let Some(meta) = env.meta else { return self.wait(Op::Login) };
         let mut random = [0u8; 48];
         (env.random)(&mut random);

@@ -4,6 +4,7 @@
 //! adapter defines one Envoy metric per name in [`Metrics::names`] and publishes the
 //! accumulated deltas on its timer. Every name starts with [`PREFIX`].
 
+use crate::core::config::AuthMethod;
 use crate::core::idp::{IdpResponse, Purpose};
 use crate::core::reply::Reply;
 
@@ -11,35 +12,30 @@ use crate::core::reply::Reply;
 /// as `oidc_…`).
 pub const PREFIX: &str = "oidc";
 
-/// The auth method that decided a request.
+/// What decided a request: an auth method, a logout, or nothing (no credential found).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Method {
-    Session,
-    Bearer,
-    Introspection,
-    Userinfo,
-    RefreshToken,
-    Password,
-    ClientCredentials,
-    AuthorizationCode,
+    Auth(AuthMethod),
     Logout,
-    /// No credential was found.
     #[default]
     None,
 }
 
-const METHODS: [&str; 10] = [
-    "session",
-    "bearer",
-    "introspection",
-    "userinfo",
-    "refresh_token",
-    "password",
-    "client_credentials",
-    "authorization_code",
-    "logout",
-    "none",
-];
+impl Method {
+    fn index(self) -> usize {
+        match self {
+            Method::Auth(m) => AuthMethod::SUPPORTED.iter().position(|s| *s == m).unwrap_or(0),
+            Method::Logout => AuthMethod::SUPPORTED.len(),
+            Method::None => AuthMethod::SUPPORTED.len() + 1,
+        }
+    }
+
+    fn names() -> impl Iterator<Item = &'static str> {
+        AuthMethod::SUPPORTED.iter().map(|m| m.name()).chain(["logout", "none"])
+    }
+}
+
+const METHODS: usize = AuthMethod::SUPPORTED.len() + 2;
 
 /// How a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +96,7 @@ pub struct Name {
 }
 
 const REQUESTS: usize = 0;
-const IDP_CALLS: usize = REQUESTS + METHODS.len() * OUTCOMES.len();
+const IDP_CALLS: usize = REQUESTS + METHODS * OUTCOMES.len();
 const CACHE: usize = IDP_CALLS + ENDPOINTS.len() * RESULTS.len();
 const JWKS_REFRESHES: usize = CACHE + CACHES.len() * 2;
 const COUNTERS: usize = JWKS_REFRESHES + 1;
@@ -129,7 +125,7 @@ impl Metrics {
     pub fn names() -> Vec<Name> {
         let counter = |name: String| Name { name, histogram: false };
         let mut v = Vec::with_capacity(LATENCY + ENDPOINTS.len());
-        for m in METHODS {
+        for m in Method::names() {
             for o in OUTCOMES {
                 v.push(counter(format!("{PREFIX}.requests.{m}.{o}")));
             }
@@ -152,7 +148,7 @@ impl Metrics {
 
     /// A request ended.
     pub fn request(&mut self, method: Method, outcome: Outcome) {
-        self.bump(REQUESTS + method as usize * OUTCOMES.len() + outcome as usize, 1);
+        self.bump(REQUESTS + method.index() * OUTCOMES.len() + outcome as usize, 1);
     }
 
     /// An IdP call was answered (or failed) after `resp.elapsed_ms`.
@@ -221,8 +217,8 @@ mod tests {
     #[test]
     fn counts_land_on_their_names_and_start_again() {
         let mut m = Metrics::default();
-        m.request(Method::Bearer, Outcome::Allowed);
-        m.request(Method::Bearer, Outcome::Allowed);
+        m.request(Method::Auth(AuthMethod::Bearer), Outcome::Allowed);
+        m.request(Method::Auth(AuthMethod::Bearer), Outcome::Allowed);
         m.request(Method::None, Outcome::Unauthorized);
         m.request(Method::Logout, Outcome::Failed);
         m.idp_call(Purpose::Token, &IdpResponse { status: Some(200), body: vec![], elapsed_ms: 12 }, 1000);

@@ -1148,6 +1148,16 @@ def mtls_plugin_config(idp, methods, **extra) -> dict:
     return cfg
 
 
+def until_ok(call: Callable[[], requests.Response], timeout: float = 15.0, every: float = 0.3) -> requests.Response:
+    """Repeats `call` until it answers 200 or `timeout` passes; returns the last answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = call()
+        if r.status_code == 200 or time.monotonic() >= deadline:
+            return r
+        time.sleep(every)
+
+
 def idp_log_since(idp, mark: int) -> list[str]:
     """Lines the IdP logged after offset `mark` (see IdP.log for the settling)."""
     return idp.log()[mark:].splitlines()

@@ -3,7 +3,6 @@ place are presented at the next IdP handshake, without restarting Envoy. And the
 server-certificate verification (`tls_client_auth_ssl_verify`) on and off."""
 import os
 import shutil
-import time
 
 import harness
 from test_password import mtls_config
@@ -48,12 +47,7 @@ def test_renewed_client_certificate_without_restarting_envoy(envoy, idp_factory,
     shutil.copy(pki.path("other.crt"), tmp_path / "renewed.crt")
     shutil.copy(pki.path("other.key"), tmp_path / "renewed.key")
     harness.write_sds(sds, tmp_path / "renewed.crt", tmp_path / "renewed.key")
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        r = proxy.get("/", auth=("jane", "secret2"))
-        if r.status_code == 200:
-            break
-        time.sleep(0.3)
+    r = harness.until_ok(lambda: proxy.get("/", auth=("jane", "secret2")))
     assert proxy.stats("sds.filter-client-cert.update_success")["sds.filter-client-cert.update_success"] == 2
     assert r.status_code == 200, r.text
     assert proxy.returncode is None
