@@ -2,6 +2,8 @@
 Envoy goes on serving. The real IdP where it can produce the fault (down, back, refusing
 our certificate); a misbehaving stand-in (faults.StandIn) for answers it never gives."""
 
+import time
+
 import pytest
 import requests
 
@@ -11,8 +13,15 @@ from test_config_and_faults import point_cluster
 from test_password import mtls_config
 
 
-def wasm_lines(proxy, needle):
-    return [l for l in proxy.log().splitlines() if "wasm" in l and needle in l]
+def wasm_lines(proxy, needle, wait=3.0):
+    """The filter's log lines containing `needle`, waiting up to `wait` s for the first
+    (Envoy may write its log after the response has left)."""
+    deadline = time.monotonic() + wait
+    while True:
+        lines = [l for l in proxy.log().splitlines() if "wasm" in l and needle in l]
+        if lines or time.monotonic() >= deadline:
+            return lines
+        time.sleep(0.05)
 
 
 def assert_alive(proxy):
