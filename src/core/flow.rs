@@ -185,7 +185,12 @@ impl Flow {
         }
         match self.first_credential(plan, req) {
             Ok(op) => self.run(env, op),
-            Err(Error::MissingCredentials) if plan.has(AuthMethod::AuthorizationCode) => self.login_or_deny(env, Vec::new()),
+            Err(Error::MissingCredentials) if plan.has(AuthMethod::AuthorizationCode) => {
+                // Session cookies that could not be used (expired, timed out, tampered, another
+                // secret) are expired in this same answer.
+                let clear = if self.session_chunks > 0 { self.clear_session_cookies(env) } else { Vec::new() };
+                self.login_or_deny(env, clear)
+            }
             Err(e) => self.deny(e),
         }
     }
@@ -1197,7 +1202,12 @@ mod tests {
         assert_eq!(reply(other.start(&mut Flow::new(), browser("/", Some(&cookies)))).status, 302);
         // idle for longer than session_idling_timeout (900 s)
         w.now_ms += 901_000;
-        assert_eq!(reply(w.start(&mut Flow::new(), browser("/", Some(&cookies)))).status, 302);
+        let r = reply(w.start(&mut Flow::new(), browser("/", Some(&cookies))));
+        assert_eq!(r.status, 302);
+        // the dead cookie is expired in the same redirect
+        assert!(header(&r.headers, "set-cookie").iter().any(|c| c.starts_with("session=;") && c.contains("Max-Age=0")));
+        let fresh = reply(w.start(&mut Flow::new(), browser("/", None)));
+        assert!(!header(&fresh.headers, "set-cookie").iter().any(|c| c.starts_with("session=")));
     }
 
     #[test]
