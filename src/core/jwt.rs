@@ -172,6 +172,15 @@ impl KeySet {
         Ok(set)
     }
 
+    /// A token without `kid` may use the JWKS' only key (OpenID RP conformance:
+    /// kid absent, single JWK); with several keys it names none of them.
+    fn only_key(&self, kid: &str, alg: &'static str) -> Option<&Verifier> {
+        if !kid.is_empty() || self.count != 1 {
+            return None;
+        }
+        self.keys.iter().find(|((_, a), _)| *a == alg).map(|(_, v)| v)
+    }
+
     /// Signature keys of the JWKS that were skipped, described for the log.
     pub fn skipped(&self) -> &[String] {
         &self.skipped
@@ -187,7 +196,7 @@ impl KeySet {
 
     /// Whether a key with this `kid` is (still) in the set.
     pub fn has_kid(&self, kid: &str) -> bool {
-        self.keys.keys().any(|(k, _)| k == kid)
+        (kid.is_empty() && self.count == 1) || self.keys.keys().any(|(k, _)| k == kid)
     }
 
     /// Verifies an access token and returns its claims.
@@ -202,7 +211,7 @@ impl KeySet {
         let alg = header.get("alg").and_then(|a| a.as_str()).ok_or(JwtError::Malformed)?;
         let alg = *ASYMMETRIC.iter().find(|a| **a == alg).ok_or(JwtError::AlgorithmRefused)?;
         let kid = header.get("kid").and_then(|k| k.as_str()).unwrap_or("");
-        let key = match self.keys.get(&(kid.to_string(), alg)) {
+        let key = match self.keys.get(&(kid.to_string(), alg)).or_else(|| self.only_key(kid, alg)) {
             Some(k) => k,
             None if self.keys.keys().any(|(k, _)| k == kid) => return Err(JwtError::KeyMismatch),
             None => return Err(JwtError::UnknownKey),
@@ -450,5 +459,19 @@ mod tests {
         let mut no_exp = ok.clone();
         no_exp.remove("exp");
         assert!(!claims_hold(&no_exp, &e(None, None)));
+    }
+
+    #[test]
+    fn a_token_without_kid_uses_the_only_key_and_no_other() {
+        let kp = RS256KeyPair::generate(2048).unwrap();
+        let c = kp.public_key().to_components();
+        let b = |x: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(x);
+        let jwk = |kid: &str| serde_json::json!({"kty": "RSA", "kid": kid, "n": b(&c.n), "e": b(&c.e)});
+        let one = KeySet::parse(serde_json::json!({"keys": [jwk("k1")]}).to_string().as_bytes()).unwrap();
+        let token = kp.sign(claims(300)).unwrap();
+        assert!(one.verify(&token, ISS, 0, now()).is_ok());
+        assert!(one.has_kid(""));
+        let two = KeySet::parse(serde_json::json!({"keys": [jwk("k1"), jwk("k2")]}).to_string().as_bytes()).unwrap();
+        assert_eq!(two.verify(&token, ISS, 0, now()), Err(JwtError::UnknownKey));
     }
 }

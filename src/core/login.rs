@@ -150,6 +150,13 @@ pub fn validate_id_token(plan: &Plan, keys: &KeySet, id_token: &str, nonce: &str
     let claims = keys
         .verify_with(id_token, &expect)
         .map_err(|_| Error::LoginFailed("the ID token is invalid (signature, issuer, audience, lifetime or nonce)"))?;
+    // OIDC Core 2: `sub` and `iat` are required.
+    if !claims.get("sub").and_then(|s| s.as_str()).is_some_and(|s| !s.is_empty()) {
+        return Err(Error::LoginFailed("the ID token has no subject (sub)"));
+    }
+    if !claims.get("iat").is_some_and(|i| i.is_number()) {
+        return Err(Error::LoginFailed("the ID token has no issue time (iat)"));
+    }
     // OIDC Core 3.1.3.7: with several audiences, azp must be this client; if present, always.
     let many = claims.get("aud").and_then(|a| a.as_array()).is_some_and(|a| a.len() > 1);
     match claims.get("azp").and_then(|a| a.as_str()) {

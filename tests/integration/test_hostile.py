@@ -49,6 +49,9 @@ CASES = {
     "nonce of another login": {"claims": {"nonce": "someone-elses-nonce"}},
     "no nonce": {"drop": ["nonce"]},
     "no exp": {"drop": ["exp"]},
+    "no sub": {"drop": ["sub"]},
+    "empty sub": {"claims": {"sub": ""}},
+    "no iat": {"drop": ["iat"]},
     "signed by another key": {"key": "other"},
 }
 
