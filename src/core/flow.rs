@@ -228,7 +228,7 @@ impl Flow {
                     .and_then(|(_, v)| s.sealer.open(&s.authorization_cookie_name, v))
                     .and_then(|b| serde_json::from_slice::<Pending>(&b).ok())
                     .filter(|p| now.saturating_sub(p.iat) <= s.authorization_ttl);
-                return Some(match login::check_callback(&cb, pending) {
+                return Some(match login::check_callback(&cb, pending, &plan.issuer) {
                     Ok((code, pending)) => {
                         let grant = Grant::AuthorizationCode { code, verifier: pending.verifier.clone() };
                         self.run(env, Op::Code { grant, pending })

@@ -94,6 +94,8 @@ pub struct Callback {
     pub code: Option<String>,
     pub state: Option<String>,
     pub error: Option<String>,
+    /// RFC 9207 `iss`: which IdP answered (mix-up defence).
+    pub iss: Option<String>,
 }
 
 /// Reads the callback query when `path` is one of the redirect URIs' paths and carries a
@@ -109,14 +111,20 @@ pub fn callback(plan: &Plan, path: &str) -> Option<Callback> {
             "code" => cb.code = Some(v.into_owned()),
             "state" => cb.state = Some(v.into_owned()),
             "error" => cb.error = Some(v.into_owned()),
+            "iss" => cb.iss = Some(v.into_owned()),
             _ => {}
         }
     }
     (cb.code.is_some() || cb.state.is_some() || cb.error.is_some()).then_some(cb)
 }
 
-/// Checks the callback against the pending login; returns the code and the login.
-pub fn check_callback(cb: &Callback, pending: Option<Pending>) -> Result<(String, Pending), Error> {
+/// Checks the callback against the pending login and `issuer`; returns the code and the
+/// login. An `iss` parameter (RFC 9207) that is not our issuer means the answer comes from
+/// another IdP (a mix-up attack): refused before anything else.
+pub fn check_callback(cb: &Callback, pending: Option<Pending>, issuer: &str) -> Result<(String, Pending), Error> {
+    if cb.iss.as_deref().is_some_and(|i| i.trim_end_matches('/') != issuer.trim_end_matches('/')) {
+        return Err(Error::LoginFailed("the callback comes from another identity provider (iss)"));
+    }
     if let Some(e) = &cb.error {
         let e: String = e.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
         return Err(Error::LoginFailed(if e == "access_denied" {
@@ -265,11 +273,15 @@ mod tests {
         assert!(callback(&p, "/callback").is_none(), "no code/state/error: not a callback");
         assert!(callback(&p, "/other?code=x").is_none());
         let cb = callback(&p, "/cb2?code=c&state=s").unwrap();
-        assert_eq!(check_callback(&cb, Some(Pending { state: "s".into(), ..pending() })).unwrap().0, "c");
-        assert!(matches!(check_callback(&cb, None), Err(Error::LoginFailed(_))));
-        assert!(matches!(check_callback(&cb, Some(pending())), Err(Error::LoginFailed(_))));
+        assert_eq!(check_callback(&cb, Some(Pending { state: "s".into(), ..pending() }), "https://idp").unwrap().0, "c");
+        let mixed = Callback { iss: Some("https://evil".into()), ..Callback { code: Some("c".into()), state: Some("s".into()), ..Default::default() } };
+        assert!(matches!(check_callback(&mixed, Some(Pending { state: "s".into(), ..pending() }), "https://idp"), Err(Error::LoginFailed(d)) if d.contains("iss")));
+        let ours = Callback { iss: Some("https://idp/".into()), ..Callback { code: Some("c".into()), state: Some("s".into()), ..Default::default() } };
+        assert!(check_callback(&ours, Some(Pending { state: "s".into(), ..pending() }), "https://idp").is_ok());
+        assert!(matches!(check_callback(&cb, None, "https://idp"), Err(Error::LoginFailed(_))));
+        assert!(matches!(check_callback(&cb, Some(pending()), "https://idp"), Err(Error::LoginFailed(_))));
         let denied = callback(&p, "/callback?error=access_denied&state=s").unwrap();
-        assert!(matches!(check_callback(&denied, Some(pending())), Err(Error::LoginFailed(d)) if d.contains("access_denied")));
+        assert!(matches!(check_callback(&denied, Some(pending()), "https://idp"), Err(Error::LoginFailed(d)) if d.contains("access_denied")));
     }
 
     #[test]

@@ -148,3 +148,19 @@ def test_malformed_and_oversized_credentials(envoy, jwt_idp, upstream):
         assert r.status_code in (400, 401, 431), (value[:30], r.status_code)
     assert upstream.log() == seen_before
     assert_alive(proxy)
+
+
+def test_mix_up_an_answer_from_another_idp_is_refused(browser_envoy, idp, upstream):
+    """RFC 9207: an authorization response whose `iss` is not our IdP is refused, even with
+    a valid state and code."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit
+    proxy = browser_envoy()
+    flow = harness.start_login(proxy, idp, "/")
+    flow.authenticate()
+    parts = urlsplit(flow.callback_url)
+    query = dict(parse_qsl(parts.query))
+    assert query.get("iss", idp.issuer) == idp.issuer
+    query["iss"] = "https://evil.example"
+    r = flow.callback(proxy.url(parts.path + "?" + urlencode(query)))
+    assert r.status_code == 401, r.text
+    assert "another identity provider" in r.json()["error_description"]
