@@ -163,7 +163,7 @@ def test_idp_server_certificate_not_trusted(envoy, idp, upstream, pki):
     assert r.status_code == 502, r.text
     assert r.json()["error"] == "idp_unavailable"
     line = wasm_lines(proxy, "Token call")
-    # Envoy up to 1.39 says why the handshake failed in its answer to the callout (the line
+    # Envoy 1.36/1.37 say why the handshake failed in their answer to the callout (the line
     # then says so); 1.40 does not, and the line points at the counter that does
     assert line and "not trusted" in line[-1] and "idp-mtls" in line[-1], proxy.log()[-3000:]
     assert proxy.stats("cluster.idp-mtls.ssl.fail_verify_error")["cluster.idp-mtls.ssl.fail_verify_error"] >= 1
