@@ -159,8 +159,8 @@ fuzz: fuzz-deps
 	@set -e; cd fuzz; for t in $(FUZZ_TARGETS); do \
 	    echo "== fuzz $$t for $(FUZZ_SECONDS) s"; mkdir -p target/corpus/$$t; \
 	    cargo +nightly fuzz run $$t target/corpus/$$t corpus/$$t -- \
-	        -max_total_time=$(FUZZ_SECONDS) -timeout=20 -print_final_stats=1 2>&1 \
-	        | grep -E -A2 '^#[0-9]+ +DONE|stat::number_of_executed_units|panicked|ERROR|SUMMARY|Test unit written'; \
+	        -max_total_time=$(FUZZ_SECONDS) -timeout=20 2>&1 \
+	        | awk '/^#[0-9]+[[:space:]]+DONE|^Done [0-9]+ runs|ERROR|SUMMARY|Test unit written/ {print} /panicked/ {print; getline; print}'; \
 	    test $${PIPESTATUS[0]} -eq 0; done
 
 size: build

@@ -550,6 +550,10 @@ impl Plan {
             revoke_refresh_token: raw.logout_revoke_refresh_token.unwrap_or(true),
             redirect_uri: raw.logout_redirect_uri.filter(|s| !s.trim().is_empty()),
         };
+        // It becomes a `Location` header as it is (when the IdP has no end_session_endpoint).
+        if logout.redirect_uri.as_deref().is_some_and(|u| u.chars().any(char::is_control)) {
+            return err("`logout_redirect_uri` must not contain control characters");
+        }
         let leeway = raw.leeway.unwrap_or(0);
         if leeway > 3600 {
             return err("`leeway`: at most 3600 seconds");
@@ -656,7 +660,7 @@ fn sessions(raw: &Raw) -> Result<Sessions, ConfigError> {
         return err("`session_cookie_path` must be a path starting with /");
     }
     let domain = raw.session_cookie_domain.clone().filter(|d| !d.is_empty());
-    if domain.as_deref().is_some_and(|d| d.contains(';') || d.contains(' ')) {
+    if domain.as_deref().is_some_and(|d| d.contains(';') || d.contains(' ') || d.chars().any(char::is_control)) {
         return err("`session_cookie_domain` is not a valid domain");
     }
     Ok(Sessions {
@@ -867,6 +871,11 @@ mod tests {
         assert!(msg("client_id: c\nmtls_token_endpoint: token\n").contains("mtls_token_endpoint"));
         assert!(msg("client_id: c\nupstream_access_token_header: 'x y'\n").contains("upstream_access_token_header"));
         assert!(msg("client_id: c\nscopes: ['a b']\n").contains("scopes"));
+        // Caught by fuzz/ (corpus/config/cookie_domain_crlf, logout_redirect_crlf): both
+        // went into headers as they were (Set-Cookie, Location), line breaks included.
+        let sessions = "client_id: c\nauth_methods: [session]\nsession_secret: 0123456789abcdef\n";
+        assert!(msg(&format!("{sessions}session_cookie_domain: \"example.com\\r\\nx:1\"\n")).contains("session_cookie_domain"));
+        assert!(msg("client_id: c\nlogout_redirect_uri: \"http://x/\\r\\nx:1\"\n").contains("logout_redirect_uri"));
         let m = Plan::parse(b"issuer: idp.example.com\nidp_cluster: idp\nclient_id: c\n").unwrap_err().0;
         assert!(m.contains("issuer"), "{m}");
     }

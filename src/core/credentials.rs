@@ -38,7 +38,10 @@ pub fn bearer(
     }
     if sources.query {
         let query = path.and_then(|p| p.split_once('?')).map(|(_, q)| q).unwrap_or("");
-        if let Some((_, v)) = form_urlencoded::parse(query.as_bytes()).find(|(k, v)| k == QUERY_PARAM && !v.is_empty()) {
+        // Percent-decoding can yield control characters (`%0D%0A`) that the token would carry
+        // into the IdP request and the upstream header: such a value is not a token.
+        let token = |v: &str| !v.is_empty() && !v.chars().any(char::is_control);
+        if let Some((_, v)) = form_urlencoded::parse(query.as_bytes()).find(|(k, v)| k == QUERY_PARAM && token(v)) {
             return Some((v.into_owned(), Source::Query));
         }
     }
@@ -144,6 +147,17 @@ mod tests {
         assert_eq!(bearer(&header_only, None, Some("/?access_token=x"), Some("at=y")), None);
         assert_eq!(bearer(&header_only, Some("Basic abc"), None, None), None);
         assert_eq!(bearer(&header_only, Some("Bearer "), None, None), None);
+    }
+
+    #[test]
+    fn query_tokens_with_control_characters_are_not_tokens() {
+        // Caught by fuzz/ (corpus/credentials/query_crlf): the decoded token went into
+        // `Authorization: Bearer …` towards the IdP and upstream, splitting the header.
+        let query = BearerSources { query: true, ..Default::default() };
+        for path in ["/?access_token=abc%0D%0Ax-injected%3A%201", "/?access_token=%00", "/?access_token=a%09b"] {
+            assert_eq!(bearer(&query, None, Some(path), None), None, "{path}");
+        }
+        assert_eq!(bearer(&query, None, Some("/?access_token=%0A&access_token=ok"), None), Some(("ok".into(), Source::Query)));
     }
 
     #[test]

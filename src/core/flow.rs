@@ -290,7 +290,7 @@ impl Flow {
                             at: tokens.access_token.clone(),
                             rt: tokens.refresh_token.clone().or(old.rt),
                             idt: tokens.id_token.clone().or(old.idt),
-                            exp: tokens.expires_in.map(|e| now + e).unwrap_or(0),
+                            exp: tokens.expires_in.map(|e| now.saturating_add(e)).unwrap_or(0),
                             ren: now,
                             ..old
                         };
@@ -561,7 +561,7 @@ impl Flow {
             at: tokens.access_token.clone(),
             rt: tokens.refresh_token.clone(),
             idt: Some(id_token.to_string()),
-            exp: tokens.expires_in.map(|e| now + e).unwrap_or(0),
+            exp: tokens.expires_in.map(|e| now.saturating_add(e)).unwrap_or(0),
             iat: now,
             ren: now,
         };
@@ -1138,6 +1138,11 @@ mod tests {
 
     /// Runs a whole login; returns the session cookie jar.
     fn log_in(w: &mut World, kp: &RS256KeyPair) -> String {
+        log_in_for(w, kp, 60)
+    }
+
+    /// A whole login whose access token lives `expires_in` seconds.
+    fn log_in_for(w: &mut World, kp: &RS256KeyPair, expires_in: u64) -> String {
         let r = reply(w.start(&mut Flow::new(), browser("/app?x=1", None)));
         assert_eq!(r.status, 302);
         let location = header(&r.headers, "location")[0].to_string();
@@ -1150,7 +1155,7 @@ mod tests {
         let form: Vec<(String, String)> = form_urlencoded::parse(&req.body).into_owned().collect();
         assert!(form.contains(&("code_verifier".into(), form.iter().find(|(k, _)| k == "code_verifier").unwrap().1.clone())));
         assert_eq!(req.cluster, "idp-mtls");
-        let body = serde_json::json!({"access_token": "AT1", "token_type": "Bearer", "expires_in": 60, "refresh_token": "RT1", "id_token": id_token(kp, w.now_ms, &q["nonce"])});
+        let body = serde_json::json!({"access_token": "AT1", "token_type": "Bearer", "expires_in": expires_in, "refresh_token": "RT1", "id_token": id_token(kp, w.now_ms, &q["nonce"])});
         let resp = IdpResponse { status: Some(200), body: body.to_string().into_bytes(), elapsed_ms: 1 };
         let r = reply(w.with(|env| flow.idp_answered(env, &resp)));
         assert_eq!(r.status, 302, "{:?}", String::from_utf8_lossy(&r.body));
@@ -1208,6 +1213,24 @@ mod tests {
         assert!(header(&r.headers, "set-cookie").iter().any(|c| c.starts_with("session=;") && c.contains("Max-Age=0")));
         let fresh = reply(w.start(&mut Flow::new(), browser("/", None)));
         assert!(!header(&fresh.headers, "set-cookie").iter().any(|c| c.starts_with("session=")));
+    }
+
+    #[test]
+    fn an_expires_in_near_u64_max_does_not_overflow() {
+        // Caught by fuzz/ (corpus/idp_responses/expires_in_max_code, _refresh): `now +
+        // expires_in` overflowed (a panic in debug builds, a session expired at once in release).
+        let (mut w, kp) = web_world();
+        let cookies = log_in_for(&mut w, &kp, u64::MAX);
+        w.now_ms += 800_000;
+        assert_eq!(set(&w.start(&mut Flow::new(), browser("/", Some(&cookies))), "authorization"), Some("Bearer AT1"));
+        let cookies = log_in(&mut w, &kp);
+        w.now_ms += 120_000;
+        let mut flow = Flow::new();
+        let Step::Call(_) = w.start(&mut flow, browser("/", Some(&cookies))) else { panic!() };
+        let resp = IdpResponse { status: Some(200), body: format!(r#"{{"access_token":"AT2","expires_in":{}}}"#, u64::MAX).into_bytes(), elapsed_ms: 1 };
+        let Step::Forward(f) = w.with(|env| flow.idp_answered(env, &resp)) else { panic!() };
+        w.now_ms += 800_000;
+        assert_eq!(set(&w.start(&mut Flow::new(), browser("/", Some(&jar(&f.response_set)))), "authorization"), Some("Bearer AT2"));
     }
 
     #[test]

@@ -160,6 +160,15 @@ pub fn parse_token_response(grant: &Grant, auth: ClientAuth, resp: &IdpResponse,
         if tokens.access_token.is_empty() {
             return Err(Error::IdpBadResponse("token response has an empty access_token"));
         }
+        // Tokens go into headers (upstream, back to the client): a control character would
+        // split the header. RFC 6749 A.12, A.17: they are printable.
+        let printable = [Some(&tokens.access_token), tokens.refresh_token.as_ref(), tokens.id_token.as_ref()]
+            .into_iter()
+            .flatten()
+            .all(|t| !t.chars().any(char::is_control));
+        if !printable {
+            return Err(Error::IdpBadResponse("token response has a token with control characters"));
+        }
         if let Some(t) = &tokens.token_type {
             // RFC 6749 5.1: case-insensitive; anything but bearer (or DPoP) cannot be forwarded as-is.
             if !t.eq_ignore_ascii_case("bearer") && !t.eq_ignore_ascii_case("dpop") {
@@ -280,6 +289,25 @@ mod tests {
         assert!(matches!(e(Some(302), "", 1), Error::IdpBadResponse(_)));
         let cc = Grant::ClientCredentials(Basic { user: "a".into(), password: "b".into() });
         assert_eq!(parse_token_response(&cc, t, &resp(Some(401), r#"{"error":"invalid_client"}"#, 1), 1000).unwrap_err(), Error::InvalidCredentials);
+    }
+
+    #[test]
+    fn tokens_with_control_characters_are_refused() {
+        // Found by fuzz/ (corpus/idp_responses/token_lf): the access token went upstream
+        // as `Authorization: Bearer …` with a line feed in it.
+        let p = plan("");
+        for body in [
+            r#"{"access_token":"a\nb","token_type":"Bearer"}"#,
+            r#"{"access_token":"a","refresh_token":"r\r\nx: y"}"#,
+            r#"{"access_token":"a","id_token":"i\u0000"}"#,
+        ] {
+            let resp = IdpResponse { status: Some(200), body: body.as_bytes().to_vec(), elapsed_ms: 1 };
+            assert_eq!(
+                parse_token_response(&john(), p.token_auth, &resp, 10_000),
+                Err(Error::IdpBadResponse("token response has a token with control characters")),
+                "{body}"
+            );
+        }
     }
 
     #[test]

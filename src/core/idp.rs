@@ -43,8 +43,9 @@ impl Endpoint {
             return Err(format!("`{url}` must not carry a fragment"));
         }
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let path = if path.is_empty() { "/" } else { path };
-        Ok(Endpoint { url: url.to_string(), authority: authority.as_str().to_string(), path: path.to_string() })
+        // `https://host?x=1` has an empty path: `:path` still starts with `/`.
+        let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
+        Ok(Endpoint { url: url.to_string(), authority: authority.as_str().to_string(), path })
     }
 }
 
@@ -229,6 +230,10 @@ mod tests {
         assert_eq!(e.path, "/oauth/token?x=1");
         let e = Endpoint::parse("https://idp.example.com").unwrap();
         assert_eq!(e.path, "/");
+        // Found by fuzz/ (corpus/discovery/alias_query_no_path): a query without a path
+        // gave `:path: ?x=1`, which Envoy refuses to send.
+        let e = Endpoint::parse("https://idp.example.com?x=1").unwrap();
+        assert_eq!((e.authority.as_str(), e.path.as_str()), ("idp.example.com", "/?x=1"));
     }
 
     #[test]
