@@ -204,12 +204,7 @@ mod tests {
                 source: "test".into(),
                 listen: Addr::parse("127.0.0.1:8000").unwrap(),
                 upstream: Addr::parse("127.0.0.1:9080").unwrap(),
-                admin: Some(9901),
-                wasm: "dist/oidc.wasm".into(),
-                client_cert: Some(("client.crt".into(), "client.key".into())),
-                idp_ca: Some("ca.crt".into()),
-                verify_depth: 4,
-                sds_path: None,
+                ..render::test_options()
             },
         }
     }

@@ -619,6 +619,22 @@ pub fn sds_file(cert: &str, key: &str) -> String {
     o.0
 }
 
+/// Options for tests: the demo's certificate names, `app.internal:8080` behind `0.0.0.0:8000`.
+#[cfg(test)]
+pub(crate) fn test_options() -> Options {
+    Options {
+        source: "plugin.yaml".into(),
+        listen: Addr::parse("0.0.0.0:8000").unwrap(),
+        upstream: Addr::parse("app.internal:8080").unwrap(),
+        admin: Some(9901),
+        wasm: "dist/oidc.wasm".into(),
+        client_cert: Some(("client.crt".into(), "client.key".into())),
+        idp_ca: Some("ca.crt".into()),
+        verify_depth: 4,
+        sds_path: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -642,17 +658,7 @@ mod tests {
     }
 
     fn opts() -> Options {
-        Options {
-            source: "plugin.yaml".into(),
-            listen: Addr::parse("0.0.0.0:8000").unwrap(),
-            upstream: Addr::parse("app.internal:8080").unwrap(),
-            admin: Some(9901),
-            wasm: "dist/oidc.wasm".into(),
-            client_cert: Some(("client.crt".into(), "client.key".into())),
-            idp_ca: Some("ca.crt".into()),
-            verify_depth: 4,
-            sds_path: None,
-        }
+        test_options()
     }
 
     #[test]
