@@ -179,7 +179,6 @@ impl Docs {
         Some(self.sync(plan, now))
     }
 
-
     /// Takes the fetch lease for `purpose` if it is free (or, `early`, if its holder
     /// succeeded), and sends `req`.
     fn maybe_fetch(&mut self, purpose: Purpose, req: IdpRequest, now: u64, early: bool) {
