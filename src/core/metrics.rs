@@ -6,7 +6,6 @@
 
 use crate::core::config::AuthMethod;
 use crate::core::idp::{IdpResponse, Purpose};
-use crate::core::reply::Reply;
 
 /// The common prefix of every metric (Envoy shows them under `wasmcustom.`, in Prometheus
 /// as `oidc_…`).
@@ -65,10 +64,6 @@ impl Outcome {
             400..=499 => Outcome::Unauthorized,
             _ => Outcome::Allowed,
         }
-    }
-
-    pub fn of_reply(reply: &Reply) -> Outcome {
-        Outcome::of_status(reply.status)
     }
 }
 

@@ -140,10 +140,10 @@ impl Docs {
             (_, Some((t, ..))) if t == token => Purpose::Jwks,
             _ => return None,
         };
-        let doc = if purpose == Purpose::Discovery { &mut self.discovery } else { &mut self.jwks };
-        let (_, lease, sent) = doc.inflight.take()?;
+        let (_, lease, sent) = self.doc(purpose).inflight.take()?;
         let resp = read_call_response(body_size, now.saturating_sub(sent));
         self.metrics.idp_call(purpose, &resp, plan.timeout_ms);
+        let doc = self.doc(purpose);
         let valid = match (purpose, resp.status) {
             (Purpose::Discovery, Some(200)) => Metadata::parse(plan, &resp.body).map(|_| ()),
             (Purpose::Jwks, Some(200)) => KeySet::parse(&resp.body).map(|set| {
@@ -183,7 +183,7 @@ impl Docs {
     /// succeeded), and sends `req`.
     fn maybe_fetch(&mut self, purpose: Purpose, req: IdpRequest, now: u64, early: bool) {
         let me = self.me;
-        let doc = if purpose == Purpose::Discovery { &mut self.discovery } else { &mut self.jwks };
+        let doc = self.doc(purpose);
         if doc.inflight.is_some() {
             return;
         }
@@ -208,16 +208,23 @@ impl Docs {
             return; // another worker won
         }
         match dispatch(&req) {
-            Ok(token) => {
-                doc.inflight = Some((token, lease, now));
-                if purpose == Purpose::Jwks {
-                    self.metrics.jwks_refresh();
-                }
-            }
+            Ok(token) => doc.inflight = Some((token, lease, now)),
             Err(e) => {
                 log(LogLevel::Warn, &e);
                 let _ = hostcalls::set_shared_data(&doc.lease_key, Some(&lease.failed(now).encode()), None);
+                return;
             }
+        }
+        if purpose == Purpose::Jwks {
+            self.metrics.jwks_refresh();
+        }
+    }
+
+    fn doc(&mut self, purpose: Purpose) -> &mut Doc {
+        if purpose == Purpose::Discovery {
+            &mut self.discovery
+        } else {
+            &mut self.jwks
         }
     }
 }

@@ -225,7 +225,7 @@ impl Worker {
         let outcome = match &step {
             Step::Forward(_) => Some(Outcome::Allowed),
             Step::Deny(e) => Some(Outcome::of_status(e.status())),
-            Step::Respond(reply) => Some(Outcome::of_reply(reply)),
+            Step::Respond(reply) => Some(Outcome::of_status(reply.status)),
             _ => None,
         };
         if let Some(outcome) = outcome {
