@@ -185,3 +185,12 @@ def browser_envoy(envoy, idp):
                      component_log_level=component_log_level)
 
     return start
+
+
+@pytest.fixture
+def standin(pki, jwt_idp):
+    """A misbehaving IdP (faults.StandIn) serving the JWT IdP's key set; tests set its routes."""
+    from faults import StandIn
+    s = StandIn(pki, jwks=jwt_idp.jwks())
+    yield s
+    s.close()

@@ -119,3 +119,13 @@ class StandIn:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def wrong_idp_ca(pki, cluster: str = "idp-mtls"):
+    """Envoy config mutation: `cluster` trusts a CA that did not sign the IdP's certificate."""
+    def mutate(cfg):
+        for c in cfg["static_resources"]["clusters"]:
+            if c["name"] == cluster:
+                ctx = c["transport_socket"]["typed_config"]["common_tls_context"]
+                ctx["validation_context"]["trusted_ca"] = {"filename": str(pki.path("selfsigned.crt"))}
+    return mutate

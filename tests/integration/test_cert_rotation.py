@@ -5,6 +5,7 @@ import os
 import shutil
 
 import harness
+from faults import wrong_idp_ca
 from test_password import mtls_config
 
 NEW_SUBJECT = "CN=someone-else,O=Example,C=US"
@@ -61,19 +62,10 @@ def without_verification(cfg):
             c["transport_socket"]["typed_config"]["common_tls_context"].pop("validation_context")
 
 
-def wrong_ca(pki):
-    def mutate(cfg):
-        for c in cfg["static_resources"]["clusters"]:
-            if c["name"] == "idp-mtls":
-                ctx = c["transport_socket"]["typed_config"]["common_tls_context"]
-                ctx["validation_context"]["trusted_ca"] = {"filename": str(pki.path("selfsigned.crt"))}
-    return mutate
-
-
 def test_server_certificate_verification_on_and_off(envoy, idp, upstream, pki):
     # on, right CA (the demo): works; on, wrong CA: the handshake fails
     assert envoy(mtls_config(idp)).get("/", auth=("john", "doe")).status_code == 200
-    proxy = envoy(mtls_config(idp), mutate=wrong_ca(pki))
+    proxy = envoy(mtls_config(idp), mutate=wrong_idp_ca(pki))
     assert proxy.get("/", auth=("john", "doe")).status_code == 502
     assert proxy.stats("cluster.idp-mtls.ssl.fail_verify_error")["cluster.idp-mtls.ssl.fail_verify_error"] >= 1
     # off (tls_client_auth_ssl_verify: false): no validation_context, any server certificate

@@ -9,15 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 
 import harness
-from faults import StandIn
 from test_idp_faults import assert_alive
-
-
-@pytest.fixture
-def standin(pki, jwt_idp):
-    s = StandIn(pki, jwks=jwt_idp.jwks())
-    yield s
-    s.close()
 
 
 def id_token(standin, pki, nonce, *, claims=None, drop=(), alg="RS256", kid="idp-sig-1", header=None, secret=None):

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 import harness
-from faults import StandIn
+from faults import wrong_idp_ca
 from test_config_and_faults import point_cluster
 from test_password import mtls_config
 
@@ -28,13 +28,6 @@ def assert_alive(proxy):
     assert proxy.returncode is None
     assert "panicked" not in proxy.log()
     assert requests.get(proxy.admin_url("/ready"), timeout=5).status_code == 200
-
-
-@pytest.fixture
-def standin(pki, jwt_idp):
-    s = StandIn(pki, jwks=jwt_idp.jwks())
-    yield s
-    s.close()
 
 
 def test_idp_down_mid_flight_and_back(envoy, idp_factory, upstream):
@@ -153,12 +146,7 @@ def test_unusable_jwks_refuses_tokens_and_says_why(envoy, standin, upstream, ans
 
 
 def test_idp_server_certificate_not_trusted(envoy, idp, upstream, pki):
-    def untrusted(cfg):
-        for c in cfg["static_resources"]["clusters"]:
-            if c["name"] == "idp-mtls":
-                ctx = c["transport_socket"]["typed_config"]["common_tls_context"]
-                ctx["validation_context"]["trusted_ca"] = {"filename": str(pki.path("selfsigned.crt"))}
-    proxy = envoy(mtls_config(idp), mutate=untrusted)
+    proxy = envoy(mtls_config(idp), mutate=wrong_idp_ca(pki))
     r = proxy.get("/", auth=("john", "doe"))
     assert r.status_code == 502, r.text
     assert r.json()["error"] == "idp_unavailable"
