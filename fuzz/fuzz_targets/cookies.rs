@@ -33,9 +33,9 @@ fuzz_target!(|data: &[u8]| {
                 let path = common::header_field(&f, 1).unwrap_or_else(|| "/".into());
                 let method = common::header_field(&f, 2).unwrap_or_else(|| "GET".into());
                 // The parsers themselves.
-                let n = session::chunks_present(&cookie, &s.cookie_name);
-                assert!(n <= session::MAX_CHUNKS);
-                if let Some(sealed) = session::join(&cookie, &s.cookie_name) {
+                let chunks = session::Chunks::find(&cookie, &s.cookie_name);
+                assert!(chunks.present() <= session::MAX_CHUNKS);
+                if let Some(sealed) = chunks.join() {
                     if let Some(plain) = s.sealer.open(&s.cookie_name, &sealed) {
                         let _ = serde_json::from_slice::<Session>(&plain);
                     }

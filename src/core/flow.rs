@@ -202,10 +202,12 @@ impl Flow {
         let s = plan.sessions.as_ref()?;
         let cookie = req.cookie.unwrap_or("");
         let path = req.path.unwrap_or("/");
-        self.session_chunks = session::chunks_present(cookie, &s.cookie_name);
+        let chunks = session::Chunks::find(cookie, &s.cookie_name);
+        self.session_chunks = chunks.present();
         let now = env.now();
         // The opened session and what it establishes, from the cache or by decrypting.
-        let opened = session::join(cookie, &s.cookie_name)
+        let opened = chunks
+            .join()
             .and_then(|sealed| {
                 if let Some(open) = env.caches.sessions.get(sealed.as_str(), env.now_ms) {
                     return Some(open.clone());

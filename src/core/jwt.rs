@@ -317,12 +317,21 @@ pub fn kid(token: &str) -> Option<String> {
 
 /// Whether a bearer token looks like a JWS: three base64url parts, the first a JSON object
 /// (`eyJ` is the encoding of `{"`). Opaque tokens go to introspection or userinfo instead.
-/// Cheap on purpose: it runs on every bearer request, cached or not.
+/// Cheap on purpose: it runs on every bearer request, cached or not (one pass, one class
+/// per byte: two passes with range checks were a third of a cached request's time).
 pub fn looks_like_jwt(token: &str) -> bool {
-    let b64url = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
-    token.starts_with("eyJ")
-        && token.bytes().filter(|b| *b == b'.').count() == 2
-        && token.bytes().all(|b| b == b'.' || b64url(b))
+    if !token.starts_with("eyJ") {
+        return false;
+    }
+    let mut dots = 0u32;
+    for &b in token.as_bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => {}
+            b'.' => dots += 1,
+            _ => return false,
+        }
+    }
+    dots == 2
 }
 
 /// Claims of a JWT that came straight from the IdP's token endpoint over TLS (not verified:
@@ -432,6 +441,10 @@ mod tests {
         assert!(!looks_like_jwt("eyJh.b"));
         assert!(!looks_like_jwt("eyJh.b.c d"));
         assert!(looks_like_jwt("eyJhbGciOiJSUzI1NiJ9.e30.sig"));
+        assert!(looks_like_jwt("eyJhbGciOiJSUzI1NiJ9.e30."), "an empty signature is for the verifier to refuse");
+        assert!(!looks_like_jwt("eyJhbGciOiJSUzI1NiJ9.e30.sig.x"));
+        assert!(!looks_like_jwt("eyJhbGciOiJSUzI1NiJ9.e30.s+g"));
+        assert!(!looks_like_jwt("eyJhbGciOiJSUzI1NiJ9.e30.sig\u{e9}"));
     }
 
     #[test]

@@ -165,24 +165,54 @@ pub fn chunks(name: &str, sealed: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Reassembles the sealed value of cookie `name` from a `Cookie` header.
-pub fn join(cookie_header: &str, name: &str) -> Option<String> {
-    let find = |n: &str| credentials::cookies(cookie_header).find(|(k, _)| *k == n).map(|(_, v)| v.to_string());
-    let first = find(name)?;
-    let Some((count, rest)) = first.split_once('.') else { return Some(first) };
-    let count: usize = count.parse().ok().filter(|c| (2..=MAX_CHUNKS).contains(c))?;
-    let mut out = rest.to_string();
-    for i in 2..=count {
-        out.push_str(&find(&chunk_name(name, i))?);
-    }
-    Some(out)
+/// The chunks of cookie `name` that a `Cookie` header carries, found in one pass over it
+/// (the header is long once a session is in it, and this runs on every request).
+pub struct Chunks<'a> {
+    parts: [Option<&'a str>; MAX_CHUNKS],
 }
 
-/// How many chunks of cookie `name` the client sent (to expire stale ones).
-pub fn chunks_present(cookie_header: &str, name: &str) -> usize {
-    (1..=MAX_CHUNKS)
-        .take_while(|i| credentials::cookies(cookie_header).any(|(k, _)| k == chunk_name(name, *i)))
-        .count()
+impl<'a> Chunks<'a> {
+    pub fn find(cookie_header: &'a str, name: &str) -> Self {
+        let mut parts = [None; MAX_CHUNKS];
+        for (k, v) in credentials::cookies(cookie_header) {
+            let Some(i) = k.strip_prefix(name).and_then(chunk_index) else { continue };
+            // The first cookie of a name counts, as everywhere else.
+            if let Some(slot @ None) = i.checked_sub(1).and_then(|i| parts.get_mut(i)) {
+                *slot = Some(v);
+            }
+        }
+        Chunks { parts }
+    }
+
+    /// How many chunks the client sent, counting from the first (to expire stale ones).
+    pub fn present(&self) -> usize {
+        self.parts.iter().take_while(|p| p.is_some()).count()
+    }
+
+    /// The sealed value, reassembled: `N.` in the first chunk says how many there are.
+    pub fn join(&self) -> Option<String> {
+        let first = (*self.parts.first()?)?;
+        let Some((count, rest)) = first.split_once('.') else { return Some(first.to_string()) };
+        let count: usize = count.parse().ok().filter(|c| (2..=MAX_CHUNKS).contains(c))?;
+        let mut out = rest.to_string();
+        for part in self.parts.get(1..count)? {
+            out.push_str((*part)?);
+        }
+        Some(out)
+    }
+}
+
+/// Chunk number of a cookie name after the base name: `""` is 1, `"_N"` is N (N ≥ 2,
+/// written as [`chunk_name`] writes it).
+fn chunk_index(suffix: &str) -> Option<usize> {
+    if suffix.is_empty() {
+        return Some(1);
+    }
+    let n = suffix.strip_prefix('_')?;
+    if n.starts_with('0') || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok().filter(|i| *i >= 2)
 }
 
 /// Whether `cookie` is one of the filter's cookies (`name`, `name_N`).
@@ -228,24 +258,26 @@ mod tests {
         assert!(parts.iter().all(|(n, v)| n.len() + v.len() < 4000));
         assert!(parts[0].1.starts_with("4."));
         let header: String = parts.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("; ");
-        let joined = join(&format!("other=1; {header}"), "session").unwrap();
+        let with_others = format!("other=1; session_x=2; session_02=3; {header}; session_2=late");
+        let joined = Chunks::find(&with_others, "session").join().unwrap();
         assert_eq!(joined, sealed);
-        assert_eq!(chunks_present(&header, "session"), 4);
+        assert_eq!(Chunks::find(&header, "session").present(), 4);
         // swap two chunks
         let swapped = header.replace(&parts[1].1, "X").replace(&parts[2].1, &parts[1].1).replace('X', &parts[2].1);
-        let joined = join(&swapped, "session").unwrap();
+        let joined = Chunks::find(&swapped, "session").join().unwrap();
         assert!(s.open("session", &joined).is_none());
         // a missing chunk
         let missing: String = parts.iter().take(3).map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("; ");
-        assert!(join(&missing, "session").is_none());
-        assert!(join("session=99.abc", "session").is_none());
+        assert!(Chunks::find(&missing, "session").join().is_none());
+        assert_eq!(Chunks::find(&missing, "session").present(), 3);
+        assert!(Chunks::find("session=99.abc", "session").join().is_none());
     }
 
     #[test]
     fn small_values_are_one_cookie() {
         let parts = chunks("session", "abc");
         assert_eq!(parts, vec![("session".to_string(), "abc".to_string())]);
-        assert_eq!(join("session=abc", "session").as_deref(), Some("abc"));
+        assert_eq!(Chunks::find("session=abc", "session").join().as_deref(), Some("abc"));
     }
 
     #[test]
