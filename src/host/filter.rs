@@ -10,7 +10,7 @@ use proxy_wasm::types::{Action, MapType};
 
 use crate::core::config::{AuthMethod, Pop};
 use crate::core::flow::Inputs;
-use crate::host::io::request_header;
+use crate::host::io::{request_header, RequestHeaders};
 use crate::host::worker::{Request, SharedRequest, Worker};
 
 pub struct Filter {
@@ -42,16 +42,22 @@ impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let plan = &self.worker.plan;
         let sessions = plan.sessions.is_some();
-        let authorization = request_header("authorization");
-        let path = (plan.bearer.query || sessions).then(|| request_header(":path")).flatten();
-        let cookie = (plan.bearer.cookie.is_some() || sessions).then(|| request_header("cookie")).flatten();
+        // A session-capable plan looks at up to nine headers: all in one host call then.
+        let all = sessions.then(RequestHeaders::read);
+        let header = |name: &str| match &all {
+            Some(all) => all.get(name),
+            None => request_header(name),
+        };
+        let authorization = header("authorization");
+        let path = (plan.bearer.query || sessions).then(|| header(":path")).flatten();
+        let cookie = (plan.bearer.cookie.is_some() || sessions).then(|| header("cookie")).flatten();
         let (method, accept, x_requested_with, https) = if sessions {
-            let https = request_header("x-forwarded-proto").or_else(|| request_header(":scheme")).is_some_and(|s| s.eq_ignore_ascii_case("https"));
-            (request_header(":method"), request_header("accept"), request_header("x-requested-with"), https)
+            let https = header("x-forwarded-proto").or_else(|| header(":scheme")).is_some_and(|s| s.eq_ignore_ascii_case("https"));
+            (header(":method"), header("accept"), header("x-requested-with"), https)
         } else {
             (None, None, None, false)
         };
-        let refresh = if plan.has(AuthMethod::RefreshToken) { request_header(&plan.refresh_token_header) } else { None };
+        let refresh = if plan.has(AuthMethod::RefreshToken) { header(&plan.refresh_token_header) } else { None };
         let peer = if plan.pop != Pop::Off { peer_certificate_digest() } else { None };
         let inputs = Inputs {
             authorization: authorization.as_deref(),

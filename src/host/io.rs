@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, LogLevel, MapType};
+use proxy_wasm::types::{BufferType, LogLevel, MapType, Status};
 
 use crate::core::idp::{IdpRequest, IdpResponse};
 
@@ -45,6 +45,60 @@ pub fn request_header(name: &str) -> Option<String> {
         .ok()
         .flatten()
         .map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// All headers of the current request in one host call, for when several are needed: each
+/// host call that returns data also calls back into the VM to allocate, and on a session
+/// request reading eight headers one by one was most of the filter's own time.
+pub struct RequestHeaders(Vec<u8>);
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    // Declared as the SDK declares it; the SDK's own wrapper panics on a header name that
+    // is not UTF-8, and nothing from outside may panic the VM.
+    fn proxy_get_header_map_pairs(map_type: MapType, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> Status;
+}
+
+impl RequestHeaders {
+    pub fn read() -> Self {
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: on success the host has written a buffer it allocated through the SDK's
+        // `proxy_on_memory_allocate` (a boxed slice of exactly `size` bytes), now ours.
+        let bytes = unsafe {
+            match proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size) {
+                Status::Ok if !data.is_null() => Vec::from_raw_parts(data, size, size),
+                _ => Vec::new(),
+            }
+        };
+        RequestHeaders(bytes)
+    }
+
+    /// The first value of header `name` (lowercase), as [`request_header`] returns it.
+    pub fn get(&self, name: &str) -> Option<String> {
+        pairs(&self.0).find(|(k, _)| *k == name.as_bytes()).map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// The pairs of a serialized header map: a u32 count, then a (name length, value length)
+/// u32 pair per header, then each name and value followed by a NUL (all little-endian).
+/// Stops at the first inconsistency.
+fn pairs(b: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let u32_at = |at: usize| -> Option<usize> {
+        let w = b.get(at..at.checked_add(4)?)?;
+        Some(u32::from_le_bytes([w.first().copied()?, w.get(1).copied()?, w.get(2).copied()?, w.get(3).copied()?]) as usize)
+    };
+    let count = u32_at(0).unwrap_or(0);
+    let mut data = count.checked_mul(8).and_then(|n| n.checked_add(4)).unwrap_or(usize::MAX);
+    (0..count).map_while(move |i| {
+        let sizes = i.checked_mul(8)?.checked_add(4)?;
+        let (k_len, v_len) = (u32_at(sizes)?, u32_at(sizes.checked_add(4)?)?);
+        let k = b.get(data..data.checked_add(k_len)?)?;
+        let v_at = data.checked_add(k_len)?.checked_add(1)?;
+        let v = b.get(v_at..v_at.checked_add(v_len)?)?;
+        data = v_at.checked_add(v_len)?.checked_add(1)?;
+        Some((k, v))
+    })
 }
 
 /// Sends `req` through its Envoy cluster.
