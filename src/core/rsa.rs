@@ -124,7 +124,7 @@ impl PublicKey {
         if !less(&s, &self.n) {
             return None;
         }
-        let mut t = vec![0u32; k + 2];
+        let mut t = vec![0u32; 2 * (k + 1)];
         let (mut acc, mut next) = (vec![0u32; k], vec![0u32; k]);
         self.mont_mul(&s, &self.rr, &mut t, &mut acc); // s·R
         let base = acc.clone();
@@ -133,6 +133,12 @@ impl PublicKey {
             self.mont_mul(&acc, &acc, &mut t, &mut next);
             std::mem::swap(&mut acc, &mut next);
             if (self.e >> i) & 1 == 1 {
+                if i == 0 {
+                    // The last multiplication by s itself (not s·R) also leaves Montgomery
+                    // form: s^(e-1)·R · s · R⁻¹ = s^e. One multiplication fewer.
+                    self.mont_mul(&acc, &s, &mut t, &mut next);
+                    return Some(to_be(&next, self.len));
+                }
                 self.mont_mul(&acc, &base, &mut t, &mut next);
                 std::mem::swap(&mut acc, &mut next);
             }
@@ -143,40 +149,45 @@ impl PublicKey {
         Some(to_be(&next, self.len))
     }
 
-    /// `out = a·b·R⁻¹ mod n` (CIOS). `a`, `b`, `out` have the modulus' limb count and `t`
-    /// two more; anything else leaves `out` untouched (and verification fails).
-    #[allow(clippy::indexing_slicing)] // every index is below k or k + 2, checked on entry
+    /// `out = a·b·R⁻¹ mod n`: CIOS with the multiplication and the reduction fused into one
+    /// pass per limb of `b` (two carry chains), ping-ponging between the halves of `t`.
+    /// `a`, `b`, `out` have the modulus' limb count k and `t` 2(k + 1) limbs; anything else
+    /// leaves `out` untouched (and verification fails). Iterators, no indexing: this loop is
+    /// nearly all of a cold RS256 check.
     fn mont_mul(&self, a: &[u32], b: &[u32], t: &mut [u32], out: &mut [u32]) {
         let n = self.n.as_slice();
         let k = n.len();
-        if k == 0 || a.len() != k || b.len() != k || out.len() != k || t.len() != k + 2 {
+        if k == 0 || a.len() != k || b.len() != k || out.len() != k || t.len() != 2 * (k + 1) {
             return;
         }
-        t.fill(0);
+        let (Some((&a0, a_rest)), Some((&n0, n_rest))) = (a.split_first(), n.split_first()) else { return };
+        let (mut x, mut y) = t.split_at_mut(k + 1);
+        x.fill(0);
         for &bi in b {
             let bi = u64::from(bi);
-            let mut c = 0u64;
-            for j in 0..k {
-                let s = u64::from(t[j]) + u64::from(a[j]) * bi + c;
-                t[j] = s as u32;
-                c = s >> 32;
+            let (Some((&x0, x_rest)), Some(&xk)) = (x.split_first(), x.last()) else { return };
+            // Column 0 decides m so that it becomes zero; it is shifted out.
+            let s0 = u64::from(x0) + u64::from(a0) * bi;
+            let m = u64::from((s0 as u32).wrapping_mul(self.n0inv));
+            let r0 = u64::from(s0 as u32) + m * u64::from(n0);
+            let (mut c1, mut c2) = (s0 >> 32, r0 >> 32);
+            // Columns 1..k, each written one limb lower.
+            for (((yj, &xj), &aj), &nj) in y.iter_mut().zip(x_rest).zip(a_rest).zip(n_rest) {
+                let s = u64::from(xj) + u64::from(aj) * bi + c1;
+                let r = u64::from(s as u32) + m * u64::from(nj) + c2;
+                *yj = r as u32;
+                c1 = s >> 32;
+                c2 = r >> 32;
             }
-            let s = u64::from(t[k]) + c;
-            t[k] = s as u32;
-            t[k + 1] = (s >> 32) as u32;
-            let m = u64::from(t[0].wrapping_mul(self.n0inv));
-            let mut c = (u64::from(t[0]) + m * u64::from(n[0])) >> 32;
-            for j in 1..k {
-                let s = u64::from(t[j]) + m * u64::from(n[j]) + c;
-                t[j - 1] = s as u32;
-                c = s >> 32;
-            }
-            let s = u64::from(t[k]) + c;
-            t[k - 1] = s as u32;
-            t[k] = t[k + 1].wrapping_add((s >> 32) as u32);
+            // Column k: what is left of both chains (the sum stays below 2n < 2^(32k+1)).
+            let top = u64::from(xk) + c1 + c2;
+            let Some([lo, hi]) = y.get_mut(k - 1..) else { return };
+            *lo = top as u32;
+            *hi = (top >> 32) as u32;
+            std::mem::swap(&mut x, &mut y);
         }
-        let (lo, hi) = t.split_at_mut(k);
-        if hi[0] != 0 || !less(lo, n) {
+        let (lo, hi) = x.split_at_mut(k);
+        if hi.first() != Some(&0) || !less(lo, n) {
             sub(lo, n);
         }
         out.copy_from_slice(lo);
