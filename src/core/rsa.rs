@@ -171,29 +171,13 @@ impl PublicKey {
             let m = u64::from((s0 as u32).wrapping_mul(self.n0inv));
             let r0 = u64::from(s0 as u32) + m * u64::from(n0);
             let (mut c1, mut c2) = (s0 >> 32, r0 >> 32);
-            // Columns 1..k, each written one limb lower; two at a time (loop overhead is a
-            // fair part of so small a body in Wasm).
-            let column = |xj: u32, aj: u32, nj: u32, c1: &mut u64, c2: &mut u64| -> u32 {
-                let s = u64::from(xj) + u64::from(aj) * bi + *c1;
-                let r = u64::from(s as u32) + m * u64::from(nj) + *c2;
-                *c1 = s >> 32;
-                *c2 = r >> 32;
-                r as u32
-            };
-            let (Some(y_cols), Some(x_cols)) = (y.get_mut(..k - 1), x_rest.get(..k - 1)) else { return };
-            let (mut ys, mut xs, mut as_, mut ns) =
-                (y_cols.chunks_exact_mut(2), x_cols.chunks_exact(2), a_rest.chunks_exact(2), n_rest.chunks_exact(2));
-            for (((yp, xp), ap), np) in ys.by_ref().zip(xs.by_ref()).zip(as_.by_ref()).zip(ns.by_ref()) {
-                if let ([y0, y1], [x0, x1], [a0, a1], [n0, n1]) = (yp, xp, ap, np) {
-                    *y0 = column(*x0, *a0, *n0, &mut c1, &mut c2);
-                    *y1 = column(*x1, *a1, *n1, &mut c1, &mut c2);
-                }
-            }
-            // An odd column count leaves one.
-            if let (Some(yj), Some(&xj), Some(&aj), Some(&nj)) =
-                (ys.into_remainder().first_mut(), xs.remainder().first(), as_.remainder().first(), ns.remainder().first())
-            {
-                *yj = column(xj, aj, nj, &mut c1, &mut c2);
+            // Columns 1..k, each written one limb lower.
+            for (((yj, &xj), &aj), &nj) in y.iter_mut().zip(x_rest).zip(a_rest).zip(n_rest) {
+                let s = u64::from(xj) + u64::from(aj) * bi + c1;
+                let r = u64::from(s as u32) + m * u64::from(nj) + c2;
+                *yj = r as u32;
+                c1 = s >> 32;
+                c2 = r >> 32;
             }
             // Column k: what is left of both chains (the sum stays below 2n < 2^(32k+1)).
             let top = u64::from(xk) + c1 + c2;
