@@ -357,9 +357,8 @@ mod tests {
         }
     }
 
-    /// A 2080-bit key: 65 limbs, so 64 columns after the first, taken two at a time with
-    /// none left over (the 2048/3072/4096-bit keys above leave one: their 63, 95 and 127
-    /// columns run the leftover path). A test fixture, nothing else.
+    /// A 2080-bit key: 65 limbs, not a multiple of 32 (key sizes seen in the wild are not
+    /// all powers of two). A test fixture, nothing else.
     const RSA_2080_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIIEzwIBADANBgkqhkiG9w0BAQEFAASCBLkwggS1AgEAAoIBBQC2lKyU3a9q7bt+\n4CVC4NM16h5GzIHnuhEUXI5KNL3z2NbN4TLmwSaRBvqLisFRF0wIXRtMrb8eFhhD\naAS3rYfJU6Nez6LcyjD1LtfEmLwYrvtN3PD4dtW6Ld9vgfDX1SW8qnDVVlyPJcdg\n1hgo6G8K74QoSrdp08Xjj+nUYS3a0weCWXW15AucpmnZCDhT5mDVn/jnvNMxbvjJ\nJqCBqX54eRUI2lc/W67Zi5fqKB1XoltSQPEYynAUzMoz0b5s8L3qqJ9hVqMYcgfB\n15LE4lhAchQMqAJImqCRV9NG1sy5qpy+683GRkSEVDjTA5SHDfGJOoOdyhspFkX5\nLVsqQq8hwbx0BQIDAQABAoIBBAb1j8Z01LTcruLdJE5yR1qsu86zCNiOTQxbosjN\nTdg3kahzRv9oqVGp1G7xMQEoRCulcN7xWHGLIg2fr15Y7O4NlBKPE4Qa6NbPnEXQ\nFItUUBvdqgmubeMU0IltiIKRi0ivrnFTQ1/pbroQLweQJHtkOcNXZbpQ6iAMYjtI\nIPlQRd7vknpEYtu0rakIZOUJ3EtRMojC8FPvVOtOeUJzYkYS2FV+fPydbWhdu3ws\nxzCBr9nL/+n3cTGtEr+fPbW6dOFxr4dKpdQC8c37cgSbSc9wDVPI8BQ6ZyNHs/CU\nESHYuU3gQVYeIEVVUhVwg78WtUVHilm0Lo+ZXob3eAxLi7cDJVsZAoGDANrgMFNJ\n7P38SRD8z26YifU3oOCfebmyno9Dl9e4vCXXNYM7DLEVGMUL+M7ujK6knZ0RyOK4\n0y0a4vxR8BSpS9XAzIqrX9Vj7Hd5f21wVQTkfBB5rXgMkGRjnSqD1EQtuxW7jsxU\nseUU78kbvfJTSB4KW5Pdw9ZnaWeeiH6OBZVspr8CgYMA1YyFESdWwETN2/rOlmPy\nj04XXM7JKjiSxnJW/9CngldpSiXsUkJBK9BpBTZzIzqM5Hcxou8YzvztBG3SuPgj\n/gRmQHo3M06tsHHPd/ALNcRipx/0czGnS6aQdjQ0Hvz+WOs8Pt4LqTRpayG3bzTn\ndXdJVMCYSuyrcWSFhdG7V4V6OwKBgglrBClRUQVMycgVWMelgKowjpebxR0cdn4r\npmj95fqq2/6dl9o20i4Iadhdo2gQZUfQ8BfxZATY11OMIwyAjGbSOPrujN0dw5sQ\ne082OjJPspby5Wf5Am2Pa7/clFGqthYlT+uy6US2Nestamr28m94eqBONpMPOBXh\nWHY5njvjxPkCgYMAhlYGY3sWxI7D3W1SRiMLtICQi859l7TNCE9nUTfmGEV6s61V\nk42gR7qsRh4xoei0NwiQTgoQ1i0fwNiBZeCba7FCza7USM9mzgdaVv3HX4Rx9uZQ\nNaL3tcxLNkCyxQerzS310SqHtWKGKmGkbi2eqTNoCwu5AfEODKAKqtr7+hu6fwKB\nglWXgcTJq9xIeGl0LKpfvX2LqkCSG1ZZaxBx+ISYcOTOwyANKRk96yD8qaUXG1Ob\niupFQJNQJGM0eQ5ImAC040Zex3U7zvcIcozIUh3DCaB7tof09wGue7Hifx5N7hvb\nfv//CRdH76a43t4IP8bu2H+OxW934jPSllQTR+gYEOtybRw=\n-----END PRIVATE KEY-----";
 
     #[test]
