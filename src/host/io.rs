@@ -48,8 +48,8 @@ pub fn request_header(name: &str) -> Option<String> {
 }
 
 /// All headers of the current request in one host call, for when several are needed: each
-/// host call that returns data also calls back into the VM to allocate, and on a session
-/// request reading eight headers one by one was most of the filter's own time.
+/// host call that returns data also calls back into the VM to allocate (`make bench`: about
+/// 2 µs of CPU per header read), and a session request looks at up to nine headers.
 pub struct RequestHeaders(Vec<u8>);
 
 #[link(wasm_import_module = "env")]
