@@ -128,25 +128,21 @@ impl PublicKey {
         let (mut acc, mut next) = (vec![0u32; k], vec![0u32; k]);
         self.mont_mul(&s, &self.rr, &mut t, &mut acc); // s·R
         let base = acc.clone();
+        // Bits of e below the top one, except bit 0: square, and multiply where set.
         let top = 63 - self.e.leading_zeros();
-        for i in (0..top).rev() {
+        for i in (1..top).rev() {
             self.mont_mul(&acc, &acc, &mut t, &mut next);
             std::mem::swap(&mut acc, &mut next);
             if (self.e >> i) & 1 == 1 {
-                if i == 0 {
-                    // The last multiplication by s itself (not s·R) also leaves Montgomery
-                    // form: s^(e-1)·R · s · R⁻¹ = s^e. One multiplication fewer.
-                    self.mont_mul(&acc, &s, &mut t, &mut next);
-                    return Some(to_be(&next, self.len));
-                }
                 self.mont_mul(&acc, &base, &mut t, &mut next);
                 std::mem::swap(&mut acc, &mut next);
             }
         }
-        let mut one = vec![0u32; k];
-        *one.first_mut()? = 1;
-        self.mont_mul(&acc, &one, &mut t, &mut next); // out of Montgomery form
-        Some(to_be(&next, self.len))
+        // Bit 0 is set (`from_components` takes odd e ≥ 3 only): square, then multiply by s
+        // itself, not s·R, which also leaves Montgomery form: s^(e-1)·R · s · R⁻¹ = s^e.
+        self.mont_mul(&acc, &acc, &mut t, &mut next);
+        self.mont_mul(&next, &s, &mut t, &mut acc);
+        Some(to_be(&acc, self.len))
     }
 
     /// `out = a·b·R⁻¹ mod n`: CIOS with the multiplication and the reduction fused into one
