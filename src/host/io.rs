@@ -85,8 +85,8 @@ impl RequestHeaders {
 /// Stops at the first inconsistency.
 fn pairs(b: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     let u32_at = |at: usize| -> Option<usize> {
-        let w = b.get(at..at.checked_add(4)?)?;
-        Some(u32::from_le_bytes([w.first().copied()?, w.get(1).copied()?, w.get(2).copied()?, w.get(3).copied()?]) as usize)
+        let w: [u8; 4] = b.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        Some(u32::from_le_bytes(w) as usize)
     };
     let count = u32_at(0).unwrap_or(0);
     let mut data = count.checked_mul(8).and_then(|n| n.checked_add(4)).unwrap_or(usize::MAX);
