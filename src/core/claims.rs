@@ -8,7 +8,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::core::config::ConfigError;
+use crate::core::error::ConfigError;
+use crate::core::header::HeaderValue;
 
 /// A JSON object of claims (JWT payload, introspection answer).
 pub type Claims = Map<String, Value>;
@@ -84,14 +85,13 @@ pub fn first_failed<'a>(rules: &'a [Rule], claims: &Claims) -> Option<&'a Rule> 
     rules.iter().find(|r| !r.satisfied_by(claims))
 }
 
-/// Whether a value may go into an HTTP header (no control characters).
-pub fn header_safe(s: &str) -> bool {
-    !s.chars().any(|c| c.is_control())
+/// A claim rendered for a header: strings as they are, arrays comma-joined, other JSON as
+/// compact JSON. `None` when it has control characters (it could split or smuggle headers).
+pub fn header_value(v: &Value) -> Option<HeaderValue> {
+    HeaderValue::new(render(v)).ok()
 }
 
-/// A claim rendered for a header: strings as they are, arrays comma-joined, other JSON as
-/// compact JSON.
-pub fn header_value(v: &Value) -> String {
+fn render(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Array(items) => items
@@ -150,9 +150,9 @@ mod tests {
 
     #[test]
     fn header_rendering() {
-        assert_eq!(header_value(&json!(["a", "b"])), "a,b");
-        assert_eq!(header_value(&json!(42)), "42");
-        assert!(!header_safe("evil\r\nx-admin: 1"));
-        assert!(header_safe("ok value"));
+        assert_eq!(header_value(&json!(["a", "b"])).unwrap().as_str(), "a,b");
+        assert_eq!(header_value(&json!(42)).unwrap().as_str(), "42");
+        assert!(header_value(&json!("evil\r\nx-admin: 1")).is_none());
+        assert!(header_value(&json!(["ok", "x\ny"])).is_none());
     }
 }

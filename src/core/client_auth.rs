@@ -3,8 +3,13 @@
 //! [`ClientAuth`] names the method; [`authenticate`] turns it into the headers and form
 //! fields of one request. The two RFC 8705 methods (`tls_client_auth`,
 //! `self_signed_tls_client_auth`) put only `client_id` in the body: the proof is the client
-//! certificate, presented by the Envoy cluster the request is sent through
-//! ([`crate::core::config::Plan::cluster_for`]).
+//! certificate, presented by the upstream the call is sent through.
+//!
+//! [`ClientSettings`] is the filter's client as the configuration describes it, and decides
+//! where each authenticated call goes: TLS-authenticated calls through
+//! `tls_client_auth_cluster` to the configured `mtls_*_endpoint`, else the discovered
+//! `mtls_endpoint_aliases` entry, else the plain endpoint (RFC 8705 section 5); the others
+//! through `idp_cluster` to the plain endpoint.
 
 use std::fmt;
 
@@ -17,10 +22,107 @@ use jwt_simple::algorithms::{
 use jwt_simple::claims::{Audiences, JWTClaims, NoCustomClaims};
 use jwt_simple::prelude::Duration;
 
-use crate::core::config::{Client, ConfigError, Plan};
 use crate::core::discovery::{Metadata, Which};
-use crate::core::error::Error;
-use crate::core::idp::{IdpRequest, Purpose};
+use crate::core::error::{ConfigError, Error, IdpFault, Internal};
+use crate::core::header::{names, HeaderName, HeaderValue};
+use crate::core::idp::{Endpoint, IdpCall, Purpose};
+
+/// The filter's own OAuth client.
+pub struct Client {
+    pub id: String,
+    pub secret: Option<String>,
+    /// Key for `private_key_jwt` / algorithm for `client_secret_jwt`.
+    pub signer: Option<Signer>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("id", &self.id).field("secret", &self.secret.as_ref().map(|_| "<redacted>")).finish()
+    }
+}
+
+/// Explicit RFC 8705 endpoint overrides (`mtls_*_endpoint`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MtlsOverrides {
+    pub token: Option<Endpoint>,
+    pub introspection: Option<Endpoint>,
+    pub revocation: Option<Endpoint>,
+}
+
+impl MtlsOverrides {
+    fn get(&self, which: Which) -> Option<&Endpoint> {
+        match which {
+            Which::Token => self.token.as_ref(),
+            Which::Introspection => self.introspection.as_ref(),
+            Which::Revocation => self.revocation.as_ref(),
+        }
+    }
+}
+
+/// The client, how it authenticates at each endpoint, and the upstreams it calls through.
+#[derive(Debug)]
+pub struct ClientSettings {
+    pub client: Client,
+    pub token_auth: ClientAuth,
+    pub introspection_auth: ClientAuth,
+    pub revocation_auth: ClientAuth,
+    /// `idp_cluster`: discovery, JWKS, userinfo and calls authenticated without TLS.
+    pub idp_cluster: String,
+    /// `tls_client_auth_cluster`: presents the client certificate.
+    pub tls_client_auth_cluster: Option<String>,
+    pub mtls: MtlsOverrides,
+    pub timeout_ms: u64,
+}
+
+impl ClientSettings {
+    /// The method configured for `which`.
+    pub fn auth(&self, which: Which) -> ClientAuth {
+        match which {
+            Which::Token => self.token_auth,
+            Which::Introspection => self.introspection_auth,
+            Which::Revocation => self.revocation_auth,
+        }
+    }
+
+    /// The upstream for a call authenticated with `method`.
+    pub fn cluster_for(&self, method: ClientAuth) -> &str {
+        match (&self.tls_client_auth_cluster, method.is_tls()) {
+            (Some(c), true) => c,
+            _ => &self.idp_cluster,
+        }
+    }
+
+    /// The upstream and endpoint of a call to `which` authenticated with `auth`.
+    pub fn route<'a>(&'a self, meta: &'a Metadata, which: Which, auth: ClientAuth) -> Option<(&'a str, &'a Endpoint)> {
+        let (plain, alias) = meta.endpoints(which);
+        let endpoint = if auth.is_tls() { self.mtls.get(which).or(alias).or(plain) } else { plain }?;
+        Some((self.cluster_for(auth), endpoint))
+    }
+
+    /// A form POST of `params` to `which`, authenticated with its configured method.
+    pub fn post(&self, meta: &Metadata, which: Which, purpose: Purpose, params: &[(&str, &str)], now: u64, jti: &str) -> Result<IdpCall, Error> {
+        self.post_with(meta, which, self.auth(which), purpose, params, now, jti)
+    }
+
+    /// The same with `auth`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn post_with(
+        &self,
+        meta: &Metadata,
+        which: Which,
+        auth: ClientAuth,
+        purpose: Purpose,
+        params: &[(&str, &str)],
+        now: u64,
+        jti: &str,
+    ) -> Result<IdpCall, Error> {
+        let (cluster, endpoint) = self.route(meta, which, auth).ok_or(IdpFault::EndpointMissing(which.name()))?;
+        // The audience of a client assertion is the plain token endpoint (RFC 7523 section 3).
+        let audience = meta.token_endpoint.as_ref().map(|e| e.url.as_str()).unwrap_or(&endpoint.url);
+        let creds = authenticate(auth, &self.client, audience, now, jti)?;
+        Ok(form_post(purpose, cluster, endpoint, self.timeout_ms, params, creds))
+    }
+}
 
 /// How the filter authenticates itself as an OAuth client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +271,7 @@ const ASSERTION_TTL_SECS: u64 = 60;
 /// Headers and form fields that authenticate one request.
 #[derive(Default, PartialEq, Eq)]
 pub struct Credentials {
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
     pub form: Vec<(&'static str, String)>,
 }
 
@@ -180,11 +282,14 @@ impl fmt::Debug for Credentials {
 }
 
 /// RFC 6749 2.3.1: `Authorization: Basic` with form-urlencoded id and secret.
-pub fn basic(id: &str, secret: &str) -> String {
+pub fn basic(id: &str, secret: &str) -> HeaderValue {
     let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     let raw = format!("{}:{}", enc(id), enc(secret));
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+    // Base64 and form encoding leave nothing a header value cannot hold.
+    HeaderValue::new(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))).unwrap_or_else(|_| HeaderValue::from(EMPTY))
 }
+
+const EMPTY: crate::core::header::Static = HeaderValue::from_static("");
 
 /// Credentials for `method`. `audience` is the token endpoint URL (RFC 7523 `aud`),
 /// `now` the time in seconds, `jti` a fresh random identifier.
@@ -196,17 +301,17 @@ pub fn authenticate(
     jti: &str,
 ) -> Result<Credentials, Error> {
     let mut c = Credentials::default();
-    let secret = || client.secret.as_deref().ok_or(Error::Internal("client secret missing"));
+    let secret = || client.secret.as_deref().ok_or(Internal::NoClientSecret);
     match method {
         ClientAuth::ClientSecretBasic => {
-            c.headers.push(("authorization".into(), basic(&client.id, secret()?)));
+            c.headers.push((names::AUTHORIZATION, basic(&client.id, secret()?)));
         }
         ClientAuth::ClientSecretPost => {
             c.form.push(("client_id", client.id.clone()));
             c.form.push(("client_secret", secret()?.to_string()));
         }
         ClientAuth::ClientSecretJwt | ClientAuth::PrivateKeyJwt => {
-            let signer = client.signer.as_ref().ok_or(Error::Internal("client signing key missing"))?;
+            let signer = client.signer.as_ref().ok_or(Internal::NoSigningKey)?;
             let claims = JWTClaims {
                 issued_at: Some(Duration::from_secs(now)),
                 expires_at: Some(Duration::from_secs(now + ASSERTION_TTL_SECS)),
@@ -218,7 +323,7 @@ pub fn authenticate(
                 nonce: None,
                 custom: NoCustomClaims {},
             };
-            let jwt = signer.sign(claims).map_err(|_| Error::Internal("cannot sign the client assertion"))?;
+            let jwt = signer.sign(claims).map_err(|_| Internal::SigningFailed)?;
             c.form.push(("client_id", client.id.clone()));
             c.form.push((
                 "client_assertion_type",
@@ -233,35 +338,8 @@ pub fn authenticate(
     Ok(c)
 }
 
-/// A form POST to the IdP endpoint `which`, authenticated with `auth` (routed through the
-/// mTLS cluster and alias for TLS methods), carrying `params`.
-#[allow(clippy::too_many_arguments)]
-pub fn post(
-    plan: &Plan,
-    meta: &Metadata,
-    which: Which,
-    auth: ClientAuth,
-    purpose: Purpose,
-    params: &[(&str, &str)],
-    now_secs: u64,
-    jti: &str,
-) -> Result<IdpRequest, Error> {
-    let (cluster, endpoint) = meta.route(plan, which, auth).ok_or(Error::EndpointMissing(which.name()))?;
-    // The audience of a client assertion is the plain token endpoint (RFC 7523 section 3).
-    let audience = meta.token_endpoint.as_ref().map(|e| e.url.as_str()).unwrap_or(&endpoint.url);
-    let creds = authenticate(auth, &plan.client, audience, now_secs, jti)?;
-    Ok(form_post(purpose, cluster, endpoint, plan.timeout_ms, params, creds))
-}
-
 /// A form POST with the given credentials.
-pub fn form_post(
-    purpose: Purpose,
-    cluster: &str,
-    endpoint: &crate::core::idp::Endpoint,
-    timeout_ms: u64,
-    params: &[(&str, &str)],
-    creds: Credentials,
-) -> IdpRequest {
+pub fn form_post(purpose: Purpose, cluster: &str, endpoint: &Endpoint, timeout_ms: u64, params: &[(&str, &str)], creds: Credentials) -> IdpCall {
     let mut form = form_urlencoded::Serializer::new(String::new());
     for (k, v) in params {
         form.append_pair(k, v);
@@ -269,21 +347,9 @@ pub fn form_post(
     for (k, v) in &creds.form {
         form.append_pair(k, v);
     }
-    let mut headers = vec![
-        ("content-type".to_string(), "application/x-www-form-urlencoded".to_string()),
-        ("accept".to_string(), "application/json".to_string()),
-    ];
-    headers.extend(creds.headers);
-    IdpRequest {
-        purpose,
-        cluster: cluster.to_string(),
-        method: "POST",
-        authority: endpoint.authority.clone(),
-        path: endpoint.path.clone(),
-        headers,
-        body: form.finish().into_bytes(),
-        timeout_ms,
-    }
+    let mut call = IdpCall::form_post(purpose, cluster, endpoint, timeout_ms, form.finish());
+    call.headers.extend(creds.headers);
+    call
 }
 
 #[cfg(test)]
@@ -308,7 +374,7 @@ mod tests {
     #[test]
     fn basic_form_encodes_id_and_secret() {
         let c = authenticate(ClientAuth::ClientSecretBasic, &client(Some("a:b%"), None), "", 0, "j").unwrap();
-        let v = &c.headers[0].1;
+        let v = c.headers[0].1.as_str();
         let raw = base64::engine::general_purpose::STANDARD.decode(v.strip_prefix("Basic ").unwrap()).unwrap();
         assert_eq!(String::from_utf8(raw).unwrap(), "my+client:a%3Ab%25");
         assert!(c.form.is_empty());

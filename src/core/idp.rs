@@ -1,12 +1,15 @@
-//! Requests to the IdP as plain data, and the IdP's answers as the host hands them back.
+//! Calls to the IdP as plain data, and the IdP's answers as the host hands them back.
 //!
-//! The core never performs I/O: it returns an [`IdpRequest`] naming the Envoy cluster, the
-//! `:authority` and path, and the adapter dispatches it. Endpoint URLs are parsed once into
-//! [`Endpoint`] so that a request path never has to parse a URL.
+//! The core never performs I/O: it returns an [`IdpCall`] naming the host's upstream (an
+//! Envoy cluster, a Kong `host:port`), the `:authority` and path, and the adapter
+//! dispatches it. Endpoint URLs are parsed once into [`Endpoint`] so that a request never
+//! has to parse a URL. How a call failed is told apart here ([`Failure`]), for the client's
+//! status and the operator's log line.
 
 use std::fmt;
 
-use crate::core::error::Error;
+use crate::core::error::{Error, IdpFault};
+use crate::core::header::{self, names, values, HeaderName, HeaderValue, Headers};
 
 /// An absolute IdP URL split into what an Envoy HTTP call needs.
 #[derive(Clone, PartialEq, Eq)]
@@ -42,6 +45,9 @@ impl Endpoint {
         if url.contains('#') {
             return Err(format!("`{url}` must not carry a fragment"));
         }
+        if !header::valid_value(url.as_bytes()) {
+            return Err("the URL has control characters".to_string());
+        }
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         // `https://host?x=1` has an empty path: `:path` still starts with `/`.
         let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
@@ -50,7 +56,7 @@ impl Endpoint {
 }
 
 /// What the IdP call is for; lets the adapter and logs say which step failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Purpose {
     Discovery,
     Jwks,
@@ -60,38 +66,59 @@ pub enum Purpose {
     Revocation,
 }
 
-/// One HTTP request to the IdP through an Envoy cluster.
+/// One HTTP request to the IdP through a named upstream.
 #[derive(Clone, PartialEq, Eq)]
-pub struct IdpRequest {
+pub struct IdpCall {
     pub purpose: Purpose,
     pub cluster: String,
     pub method: &'static str,
+    /// `:authority` and `:path` (valid header values: [`Endpoint::parse`] checked them).
     pub authority: String,
     pub path: String,
-    pub headers: Vec<(String, String)>,
+    pub headers: Headers,
     pub body: Vec<u8>,
     pub timeout_ms: u64,
 }
 
-impl fmt::Debug for IdpRequest {
+impl fmt::Debug for IdpCall {
     // Headers and body may carry client secrets, passwords and assertions: never printed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?} call {} https://{}{} via cluster `{}`", self.purpose, self.method, self.authority, self.path, self.cluster)
     }
 }
 
-impl IdpRequest {
+impl IdpCall {
     pub fn get(purpose: Purpose, cluster: &str, endpoint: &Endpoint, timeout_ms: u64) -> Self {
-        IdpRequest {
+        IdpCall {
             purpose,
             cluster: cluster.to_string(),
             method: "GET",
             authority: endpoint.authority.clone(),
             path: endpoint.path.clone(),
-            headers: vec![("accept".into(), "application/json".into())],
+            headers: vec![(names::ACCEPT, values::JSON.into())],
             body: Vec::new(),
             timeout_ms,
         }
+    }
+
+    /// A form POST (`application/x-www-form-urlencoded`, the body already encoded).
+    pub fn form_post(purpose: Purpose, cluster: &str, endpoint: &Endpoint, timeout_ms: u64, body: String) -> Self {
+        IdpCall {
+            purpose,
+            cluster: cluster.to_string(),
+            method: "POST",
+            authority: endpoint.authority.clone(),
+            path: endpoint.path.clone(),
+            headers: vec![(names::CONTENT_TYPE, values::FORM.into()), (names::ACCEPT, values::JSON.into())],
+            body: body.into_bytes(),
+            timeout_ms,
+        }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
     }
 }
 
@@ -110,9 +137,15 @@ impl IdpResponse {
     /// at the server (see [`Failure`]).
     pub fn answered(&self, timeout_ms: u64) -> Result<u16, Error> {
         match self.failure(timeout_ms) {
-            Some(f) => Err(f.error()),
+            Some(f) => Err(Error::Idp(f.fault())),
             None => Ok(self.status.unwrap_or(0)),
         }
+    }
+
+    /// A call the host refused to send (no such cluster): it is answered at once, like a
+    /// connection that could not be made.
+    pub fn not_sent() -> Self {
+        IdpResponse { status: None, body: Vec::new(), elapsed_ms: 0 }
     }
 
     /// Why the call failed before the IdP could answer it, or with a server error; `None`
@@ -185,14 +218,14 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// The error the client's request ends in.
-    pub fn error(&self) -> Error {
+    /// What the client's request ends in.
+    pub fn fault(&self) -> IdpFault {
         match self {
-            Failure::Timeout { .. } => Error::IdpTimeout,
-            Failure::Refused(_) | Failure::NoEndpoint => Error::IdpUnavailable("cannot connect to the identity provider"),
-            Failure::Reset => Error::IdpUnavailable("connection failed or was reset"),
-            Failure::Untrusted | Failure::Tls(_) => Error::IdpUnavailable("TLS handshake with the identity provider failed"),
-            Failure::ServerError(_) => Error::IdpUnavailable("server error"),
+            Failure::Timeout { .. } => IdpFault::Timeout,
+            Failure::Refused(_) | Failure::NoEndpoint => IdpFault::Unreachable,
+            Failure::Reset => IdpFault::Reset,
+            Failure::Untrusted | Failure::Tls(_) => IdpFault::Tls,
+            Failure::ServerError(_) => IdpFault::ServerError,
         }
     }
 
@@ -238,7 +271,7 @@ mod tests {
 
     #[test]
     fn endpoint_refuses_garbage() {
-        for bad in ["", "idp.example.com/token", "ftp://x/", "https://user:pw@x/", "https://x/#f", "https:///p"] {
+        for bad in ["", "idp.example.com/token", "ftp://x/", "https://user:pw@x/", "https://x/#f", "https:///p", "https://x/\r\n"] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
     }
@@ -260,17 +293,17 @@ mod tests {
         assert_eq!(envoy(503, "maintenance").failure(1000), Some(Failure::ServerError(503)));
         assert_eq!(envoy(401, "{}").failure(1000), None);
         let none = IdpResponse { status: None, body: vec![], elapsed_ms: 990 };
-        assert_eq!(none.answered(1000), Err(Error::IdpTimeout));
+        assert_eq!(none.answered(1000), Err(Error::Idp(IdpFault::Timeout)));
         assert!(Failure::Untrusted.describe("idp-mtls", 1000).contains("`idp-mtls`"));
-        assert!(matches!(refused.answered(1000), Err(Error::IdpUnavailable(_))));
+        assert_eq!(refused.answered(1000), Err(Error::Idp(IdpFault::Unreachable)));
         assert_eq!(envoy(200, "{}").answered(1000), Ok(200));
     }
 
     #[test]
     fn debug_never_prints_body() {
-        let mut r = IdpRequest::get(Purpose::Token, "c", &Endpoint::parse("https://i/t").unwrap(), 1);
+        let mut r = IdpCall::get(Purpose::Token, "c", &Endpoint::parse("https://i/t").unwrap(), 1);
         r.body = b"password=hunter2".to_vec();
-        r.headers.push(("authorization".into(), "Basic c2VjcmV0".into()));
+        r.headers.push((names::AUTHORIZATION, HeaderValue::new("Basic c2VjcmV0").unwrap()));
         let s = format!("{r:?}");
         assert!(!s.contains("hunter2") && !s.contains("c2VjcmV0"), "{s}");
     }

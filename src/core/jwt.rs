@@ -21,37 +21,8 @@ use jwt_simple::prelude::Duration;
 use serde::Deserialize;
 
 use crate::core::claims::Claims;
+use crate::core::error::TokenError;
 use crate::core::rsa::{self, Hash};
-
-/// Why a token was not accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JwtError {
-    /// Not three base64url parts with a JSON header and payload.
-    Malformed,
-    /// `none`, HMAC or an unknown algorithm.
-    AlgorithmRefused,
-    /// No key with this `kid` (a JWKS refresh may help).
-    UnknownKey,
-    /// The key exists but cannot verify this algorithm.
-    KeyMismatch,
-    /// Signature, issuer or time checks failed.
-    Invalid,
-    /// `exp` missing.
-    NoExpiry,
-}
-
-impl JwtError {
-    pub fn describe(self) -> &'static str {
-        match self {
-            JwtError::Malformed => "the token is not a well-formed JWT",
-            JwtError::AlgorithmRefused => "the token's signing algorithm is not accepted",
-            JwtError::UnknownKey => "the token is signed with an unknown key",
-            JwtError::KeyMismatch => "the token's algorithm does not match its key",
-            JwtError::Invalid => "the token's signature, issuer or lifetime is invalid",
-            JwtError::NoExpiry => "the token has no expiry",
-        }
-    }
-}
 
 /// What a token must say besides a valid signature.
 pub struct Expect<'a> {
@@ -200,25 +171,25 @@ impl KeySet {
     }
 
     /// Verifies an access token and returns its claims.
-    pub fn verify(&self, token: &str, issuer: &str, leeway_secs: u64, now_secs: u64) -> Result<Claims, JwtError> {
+    pub fn verify(&self, token: &str, issuer: &str, leeway_secs: u64, now_secs: u64) -> Result<Claims, TokenError> {
         self.verify_with(token, &Expect { issuer, audience: None, nonce: None, leeway_secs, now_secs })
     }
 
     /// Verifies `token` against `expect` and returns its claims.
-    pub fn verify_with(&self, token: &str, expect: &Expect<'_>) -> Result<Claims, JwtError> {
+    pub fn verify_with(&self, token: &str, expect: &Expect<'_>) -> Result<Claims, TokenError> {
         let (issuer, leeway_secs, now_secs) = (expect.issuer, expect.leeway_secs, expect.now_secs);
         let header = decode_part(token, 0)?;
-        let alg = header.get("alg").and_then(|a| a.as_str()).ok_or(JwtError::Malformed)?;
-        let alg = *ASYMMETRIC.iter().find(|a| **a == alg).ok_or(JwtError::AlgorithmRefused)?;
+        let alg = header.get("alg").and_then(|a| a.as_str()).ok_or(TokenError::Malformed)?;
+        let alg = *ASYMMETRIC.iter().find(|a| **a == alg).ok_or(TokenError::AlgorithmRefused)?;
         let kid = header.get("kid").and_then(|k| k.as_str()).unwrap_or("");
         let key = match self.keys.get(&(kid.to_string(), alg)).or_else(|| self.only_key(kid, alg)) {
             Some(k) => k,
-            None if self.keys.keys().any(|(k, _)| k == kid) => return Err(JwtError::KeyMismatch),
-            None => return Err(JwtError::UnknownKey),
+            None if self.keys.keys().any(|(k, _)| k == kid) => return Err(TokenError::KeyMismatch),
+            None => return Err(TokenError::UnknownKey),
         };
         let claims = decode_part(token, 1)?;
         if !claims.get("exp").is_some_and(|e| e.is_number()) {
-            return Err(JwtError::NoExpiry);
+            return Err(TokenError::NoExpiry);
         }
         let opts = VerificationOptions {
             time_tolerance: Some(Duration::from_secs(leeway_secs)),
@@ -229,7 +200,7 @@ impl KeySet {
             ..Default::default()
         };
         if !key.verify(token, opts) || !claims_hold(&claims, expect) {
-            return Err(JwtError::Invalid);
+            return Err(TokenError::Invalid);
         }
         Ok(claims)
     }
@@ -299,14 +270,14 @@ fn build(k: &RawJwk, alg: &'static str, rsa_key: &mut Option<Option<Rc<rsa::Publ
 }
 
 /// Decodes part `i` (0 header, 1 payload) of a compact JWS as a JSON object.
-fn decode_part(token: &str, i: usize) -> Result<Claims, JwtError> {
+fn decode_part(token: &str, i: usize) -> Result<Claims, TokenError> {
     let mut parts = token.split('.');
     let (Some(h), Some(p), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(JwtError::Malformed);
+        return Err(TokenError::Malformed);
     };
     let part = if i == 0 { h } else { p };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).map_err(|_| JwtError::Malformed)?;
-    serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed)
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
 }
 
 /// The `kid` of a compact JWS header (empty when absent).
@@ -380,15 +351,15 @@ mod tests {
         let token = kp.sign(claims(300)).unwrap();
         let c = set.verify(&token, ISS, 0, now()).unwrap();
         assert_eq!(c["scope"], "api:read");
-        assert_eq!(set.verify(&token, "https://other", 0, now()), Err(JwtError::Invalid));
-        assert_eq!(set.verify(&token, ISS, 0, now() + 301), Err(JwtError::Invalid));
+        assert_eq!(set.verify(&token, "https://other", 0, now()), Err(TokenError::Invalid));
+        assert_eq!(set.verify(&token, ISS, 0, now() + 301), Err(TokenError::Invalid));
         assert!(set.verify(&token, ISS, 10, now() + 305).is_ok(), "leeway");
         // unknown kid
         let other = RS256KeyPair::generate(2048).unwrap().with_key_id("k2");
-        assert_eq!(set.verify(&other.sign(claims(300)).unwrap(), ISS, 0, now()), Err(JwtError::UnknownKey));
+        assert_eq!(set.verify(&other.sign(claims(300)).unwrap(), ISS, 0, now()), Err(TokenError::UnknownKey));
         // same kid, other key: bad signature
         let forged = RS256KeyPair::generate(2048).unwrap().with_key_id("k1");
-        assert_eq!(set.verify(&forged.sign(claims(300)).unwrap(), ISS, 0, now()), Err(JwtError::Invalid));
+        assert_eq!(set.verify(&forged.sign(claims(300)).unwrap(), ISS, 0, now()), Err(TokenError::Invalid));
     }
 
     #[test]
@@ -398,13 +369,13 @@ mod tests {
         let b = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
         let payload = b(&format!(r#"{{"iss":"{ISS}","exp":{}}}"#, now() + 60));
         let none = format!("{}.{}.", b(r#"{"alg":"none","kid":"k1"}"#), payload);
-        assert_eq!(set.verify(&none, ISS, 0, now()), Err(JwtError::AlgorithmRefused));
+        assert_eq!(set.verify(&none, ISS, 0, now()), Err(TokenError::AlgorithmRefused));
         let pem = kp.public_key().to_pem().unwrap();
         let hs = HS256Key::from_bytes(pem.as_bytes()).with_key_id("k1");
         let confused = hs.authenticate(claims(60)).unwrap();
-        assert_eq!(set.verify(&confused, ISS, 0, now()), Err(JwtError::AlgorithmRefused));
-        assert_eq!(set.verify("a.b", ISS, 0, now()), Err(JwtError::Malformed));
-        assert_eq!(set.verify("!!.!!.!!", ISS, 0, now()), Err(JwtError::Malformed));
+        assert_eq!(set.verify(&confused, ISS, 0, now()), Err(TokenError::AlgorithmRefused));
+        assert_eq!(set.verify("a.b", ISS, 0, now()), Err(TokenError::Malformed));
+        assert_eq!(set.verify("!!.!!.!!", ISS, 0, now()), Err(TokenError::Malformed));
     }
 
     #[test]
@@ -413,9 +384,9 @@ mod tests {
         let set = KeySet::parse(&rsa_jwks(&kp, "k1")).unwrap();
         let mut c = claims(60);
         c.expires_at = None;
-        assert_eq!(set.verify(&kp.sign(c).unwrap(), ISS, 0, now()), Err(JwtError::NoExpiry));
+        assert_eq!(set.verify(&kp.sign(c).unwrap(), ISS, 0, now()), Err(TokenError::NoExpiry));
         let es = ES256KeyPair::generate().with_key_id("k1");
-        assert_eq!(set.verify(&es.sign(claims(60)).unwrap(), ISS, 0, now()), Err(JwtError::KeyMismatch));
+        assert_eq!(set.verify(&es.sign(claims(60)).unwrap(), ISS, 0, now()), Err(TokenError::KeyMismatch));
     }
 
     #[test]
@@ -485,6 +456,6 @@ mod tests {
         assert!(one.verify(&token, ISS, 0, now()).is_ok());
         assert!(one.has_kid(""));
         let two = KeySet::parse(serde_json::json!({"keys": [jwk("k1"), jwk("k2")]}).to_string().as_bytes()).unwrap();
-        assert_eq!(two.verify(&token, ISS, 0, now()), Err(JwtError::UnknownKey));
+        assert_eq!(two.verify(&token, ISS, 0, now()), Err(TokenError::UnknownKey));
     }
 }

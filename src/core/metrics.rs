@@ -4,7 +4,7 @@
 //! adapter defines one Envoy metric per name in [`Metrics::names`] and publishes the
 //! accumulated deltas on its timer. Every name starts with [`PREFIX`].
 
-use crate::core::config::AuthMethod;
+use crate::core::method::AuthMethod;
 use crate::core::idp::{IdpResponse, Purpose};
 
 /// The common prefix of every metric (Envoy shows them under `wasmcustom.`, in Prometheus

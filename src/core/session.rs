@@ -7,6 +7,9 @@
 //! `session_2` … `session_N` the rest. Tampering, truncation, swapped chunks, another secret
 //! or another cookie name all fail authentication. Timeouts (idling, rolling, absolute) are
 //! enforced from timestamps inside the sealed value.
+//!
+//! [`SessionSettings`] writes the `Set-Cookie` headers: a session's chunks (expiring stale
+//! ones the client still has), and the deletions of a dead session and of the login cookie.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -14,7 +17,8 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::core::credentials;
+use crate::core::cookies::{self, CookieAttrs};
+use crate::core::header::HeaderValue;
 
 /// Bytes of a cookie value per chunk (browsers allow about 4096 per cookie, name included).
 pub const CHUNK: usize = 3800;
@@ -104,39 +108,49 @@ impl Session {
     }
 }
 
-/// Cookie attributes (Kong's `session_cookie_*`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CookieAttrs {
-    pub path: String,
-    pub domain: Option<String>,
-    pub same_site: Option<String>,
-    pub http_only: bool,
-    /// `None`: Secure when the request came over https.
-    pub secure: Option<bool>,
+/// Browser sessions (`session`, `authorization_code`): how cookies are sealed, named,
+/// written and timed out.
+#[derive(Debug)]
+pub struct SessionSettings {
+    pub sealer: Sealer,
+    pub cookie_name: String,
+    pub authorization_cookie_name: String,
+    pub attrs: CookieAttrs,
+    pub timeouts: Timeouts,
+    /// Lifetime of the authorization (login in progress) cookie, seconds.
+    pub authorization_ttl: u64,
+    /// Refresh a session whose access token expired (`refresh_tokens`).
+    pub refresh_tokens: bool,
 }
 
-impl CookieAttrs {
-    /// `Set-Cookie` value; `max_age` `Some(0)` deletes.
-    pub fn render(&self, name: &str, value: &str, max_age: Option<u64>, https: bool) -> String {
-        let mut s = format!("{name}={value}; Path={}", self.path);
-        if let Some(d) = &self.domain {
-            s.push_str(&format!("; Domain={d}"));
-        }
-        match max_age {
-            Some(0) => s.push_str("; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"),
-            Some(a) => s.push_str(&format!("; Max-Age={a}")),
-            None => {}
-        }
-        if self.secure.unwrap_or(https) {
-            s.push_str("; Secure");
-        }
-        if self.http_only {
-            s.push_str("; HttpOnly");
-        }
-        if let Some(ss) = &self.same_site {
-            s.push_str(&format!("; SameSite={ss}"));
-        }
-        s
+impl SessionSettings {
+    /// `Set-Cookie` headers that store `session` sealed with `nonce`, expiring the stale
+    /// chunks of the `previous` ones the client sent.
+    pub fn store(&self, session: &Session, nonce: [u8; 12], previous: usize, https: bool) -> Vec<HeaderValue> {
+        let sealed = self.sealer.seal(&self.cookie_name, &serde_json::to_vec(session).unwrap_or_default(), nonce);
+        let parts = chunks(&self.cookie_name, &sealed);
+        let stale = (parts.len() + 1..=previous).filter_map(|i| self.attrs.delete(&chunk_name(&self.cookie_name, i), https));
+        parts.iter().filter_map(|(n, v)| self.attrs.render(n, v, None, https)).chain(stale).collect()
+    }
+
+    /// Deletes a session of `previous` chunks (at least the first).
+    pub fn clear(&self, previous: usize, https: bool) -> Vec<HeaderValue> {
+        (1..=previous.max(1)).filter_map(|i| self.attrs.delete(&chunk_name(&self.cookie_name, i), https)).collect()
+    }
+
+    /// Sets the authorization cookie (a login in progress).
+    pub fn authorization(&self, sealed: &str, https: bool) -> Option<HeaderValue> {
+        self.attrs.render(&self.authorization_cookie_name, sealed, Some(self.authorization_ttl), https)
+    }
+
+    /// Deletes the authorization cookie.
+    pub fn clear_authorization(&self, https: bool) -> Option<HeaderValue> {
+        self.attrs.delete(&self.authorization_cookie_name, https)
+    }
+
+    /// Whether cookie `name` is one of the filter's (never sent upstream).
+    pub fn is_own(&self, name: &str) -> bool {
+        is_own(name, &self.cookie_name) || name == self.authorization_cookie_name
     }
 }
 
@@ -174,7 +188,7 @@ pub struct Chunks<'a> {
 impl<'a> Chunks<'a> {
     pub fn find(cookie_header: &'a str, name: &str) -> Self {
         let mut parts = [None; MAX_CHUNKS];
-        for (k, v) in credentials::cookies(cookie_header) {
+        for (k, v) in cookies::pairs(cookie_header) {
             let Some(i) = k.strip_prefix(name).and_then(chunk_index) else { continue };
             // The first cookie of a name counts, as everywhere else.
             if let Some(slot @ None) = i.checked_sub(1).and_then(|i| parts.get_mut(i)) {
@@ -293,14 +307,6 @@ mod tests {
         assert!(!renewed.alive(&t, 86_411), "absolute");
         let off = Timeouts { idling: 0, rolling: 0, absolute: 0 };
         assert!(s.alive(&off, u64::MAX));
-    }
-
-    #[test]
-    fn cookie_rendering() {
-        let a = CookieAttrs { path: "/".into(), domain: None, same_site: Some("Lax".into()), http_only: true, secure: None };
-        assert_eq!(a.render("session", "v", None, false), "session=v; Path=/; HttpOnly; SameSite=Lax");
-        assert_eq!(a.render("session", "v", None, true), "session=v; Path=/; Secure; HttpOnly; SameSite=Lax");
-        assert!(a.render("session", "", Some(0), false).contains("Max-Age=0"));
     }
 
     #[test]

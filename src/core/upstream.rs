@@ -7,10 +7,84 @@ use std::rc::Rc;
 use base64::Engine;
 
 use crate::core::claims::{self, Claims};
-use crate::core::config::Plan;
 use crate::core::credentials::{self, Source};
+use crate::core::error::ConfigError;
+use crate::core::header::{names, HeaderName, HeaderValue};
+use crate::core::cookies;
 use crate::core::reply::Forward;
-use crate::core::session;
+
+/// How a token is handed upstream (Kong's `name[:bearer]` notation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenHeader {
+    pub name: HeaderName,
+    /// Prefix the value with `Bearer `.
+    pub bearer: bool,
+}
+
+impl TokenHeader {
+    /// Parses `name[:bearer]`.
+    pub fn parse(key: &str, spec: &str) -> Result<Self, ConfigError> {
+        let (name, kind) = match spec.split_once(':') {
+            Some((n, k)) => (n.trim(), Some(k.trim())),
+            None => (spec.trim(), None),
+        };
+        let name = HeaderName::new(name).map_err(|_| ConfigError(format!("`{key}`: `{spec}` is not a valid header name")))?;
+        let bearer = match kind.map(|k| k.to_ascii_lowercase()) {
+            None => false,
+            Some(k) if k == "bearer" => true,
+            Some(k) => return ConfigError::err(format!("`{key}`: unknown value type `{k}` (only `bearer`)")),
+        };
+        Ok(TokenHeader { name, bearer })
+    }
+
+    /// The header value for `token` (tokens with control characters never get here: the
+    /// IdP's are refused when read, the client's by `credentials::bearer`).
+    pub fn value(&self, token: &str) -> Option<HeaderValue> {
+        if self.bearer {
+            HeaderValue::new(format!("Bearer {token}")).ok()
+        } else {
+            HeaderValue::new(token).ok()
+        }
+    }
+}
+
+/// The headers the filter sets upstream (Kong's `upstream_*`), and credential hiding.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub access_token: Option<TokenHeader>,
+    pub id_token: Option<TokenHeader>,
+    /// Base64 of the userinfo JSON.
+    pub user_info: Option<HeaderName>,
+    /// Base64 of the introspection JSON.
+    pub introspection: Option<HeaderName>,
+    /// (claim, header) pairs from `upstream_headers_claims` / `upstream_headers_names`.
+    pub claims: Vec<(String, HeaderName)>,
+    pub hide_credentials: bool,
+    /// Request header with a refresh token (`refresh_token_param_name`): never upstream.
+    pub refresh_token_header: HeaderName,
+    /// Response header for a rotated refresh token (`downstream_refresh_token_header`).
+    pub downstream_refresh_token_header: HeaderName,
+    /// `bearer_token_cookie_name`, removed upstream with `hide_credentials`.
+    pub bearer_cookie: Option<String>,
+}
+
+impl UpstreamSettings {
+    /// Every header name the filter owns upstream.
+    pub fn names(&self) -> impl Iterator<Item = &HeaderName> {
+        self.access_token
+            .iter()
+            .chain(self.id_token.iter())
+            .map(|h| &h.name)
+            .chain(self.user_info.iter())
+            .chain(self.introspection.iter())
+            .chain(self.claims.iter().map(|(_, h)| h))
+    }
+
+    /// Whether the client's own `Authorization: Bearer` is exactly what goes upstream.
+    fn passes_bearer_header(&self) -> bool {
+        !self.hide_credentials && self.access_token.as_ref().is_some_and(|h| h.name == names::AUTHORIZATION && h.bearer)
+    }
+}
 
 /// What an auth method established about the request.
 #[derive(Debug, Clone, Default)]
@@ -24,7 +98,7 @@ pub struct Identity {
 }
 
 /// The credential the client presented, for removal before upstream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Presented {
     Basic,
     Bearer(Source),
@@ -42,84 +116,72 @@ pub struct Original {
     pub canonical_bearer_header: bool,
 }
 
-/// Header changes for a request authenticated as `identity`. `new_refresh_token` goes back
-/// to the client.
+/// Header changes for a request authenticated as `identity`. `own_cookie` tells the
+/// filter's own cookies (never upstream); `new_refresh_token` goes back to the client.
 pub fn forward(
-    plan: &Plan,
+    up: &UpstreamSettings,
     identity: &Identity,
-    presented: &Presented,
+    presented: Presented,
     original: &Original,
+    own_cookie: &dyn Fn(&str) -> bool,
     new_refresh_token: Option<&str>,
 ) -> Forward {
-    let up = &plan.upstream;
     let mut f = Forward::default();
     // The common case: the client's own `Authorization: Bearer <token>` is exactly what goes
     // upstream; leaving it in place saves rewriting a kilobyte header on every request.
-    let keep_authorization = *presented == Presented::Bearer(Source::Header)
-        && original.canonical_bearer_header
-        && !plan.hide_credentials
-        && up.access_token.as_ref().is_some_and(|h| h.name == "authorization" && h.bearer);
-    f.remove.extend(up.names().filter(|n| !(keep_authorization && *n == "authorization")).map(str::to_string));
+    let keep_authorization =
+        presented == Presented::Bearer(Source::Header) && original.canonical_bearer_header && up.passes_bearer_header();
+    f.remove.extend(up.names().filter(|n| !(keep_authorization && **n == names::AUTHORIZATION)).cloned());
     match presented {
         // Passwords and client secrets, and refresh tokens, never go upstream.
-        Presented::Basic => f.remove.push("authorization".into()),
-        Presented::RefreshToken => f.remove.push(plan.refresh_token_header.clone()),
-        Presented::Bearer(Source::Header) if plan.hide_credentials => f.remove.push("authorization".into()),
-        Presented::Bearer(Source::Query) if plan.hide_credentials => {
-            if let Some(p) = &original.path {
-                f.set_path = Some(credentials::without_query_param(p, credentials::QUERY_PARAM));
-            }
+        Presented::Basic => f.remove.push(names::AUTHORIZATION),
+        Presented::RefreshToken => f.remove.push(up.refresh_token_header.clone()),
+        Presented::Bearer(Source::Header) if up.hide_credentials => f.remove.push(names::AUTHORIZATION),
+        Presented::Bearer(Source::Query) if up.hide_credentials => {
+            f.set_path = original
+                .path
+                .as_deref()
+                .and_then(|p| HeaderValue::new(credentials::without_query_param(p, credentials::QUERY_PARAM)).ok());
         }
         Presented::Bearer(_) | Presented::Session => {}
     }
     // Cookies: the filter's own never go upstream; a bearer cookie only without hide_credentials.
     if let Some(cookie) = &original.cookie {
-        let hidden_bearer = match (presented, &plan.bearer.cookie) {
-            (Presented::Bearer(Source::Cookie), Some(name)) if plan.hide_credentials => Some(name.as_str()),
+        let hidden = match (presented, &up.bearer_cookie) {
+            (Presented::Bearer(Source::Cookie), Some(name)) if up.hide_credentials => Some(name.as_str()),
             _ => None,
         };
-        let kept: Vec<&str> = cookie
-            .split(';')
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .filter(|c| {
-                let name = c.split_once('=').map(|(k, _)| k.trim()).unwrap_or(c);
-                let own = plan.sessions.as_ref().is_some_and(|s| {
-                    session::is_own(name, &s.cookie_name) || name == s.authorization_cookie_name
-                });
-                !own && Some(name) != hidden_bearer
-            })
-            .collect();
-        if kept.len() != cookie.split(';').filter(|c| !c.trim().is_empty()).count() {
-            f.remove.push("cookie".into());
-            if !kept.is_empty() {
-                f.set.push(("cookie".into(), kept.join("; ")));
+        if let Some(kept) = cookies::without(cookie, |name| own_cookie(name) || Some(name) == hidden) {
+            f.remove.push(names::COOKIE);
+            if let Some(v) = Some(kept).filter(|k| !k.is_empty()).and_then(|k| HeaderValue::new(k).ok()) {
+                f.set.push((names::COOKIE, v));
             }
         }
     }
+    let mut set = |name: &HeaderName, value: Option<HeaderValue>| {
+        if let Some(v) = value {
+            f.set.push((name.clone(), v));
+        }
+    };
     if let Some(h) = up.access_token.as_ref().filter(|_| !keep_authorization) {
-        f.set.push((h.name.clone(), h.value(&identity.access_token)));
+        set(&h.name, h.value(&identity.access_token));
     }
     if let (Some(h), Some(t)) = (&up.id_token, &identity.id_token) {
-        f.set.push((h.name.clone(), h.value(t)));
+        set(&h.name, h.value(t));
     }
-    let b64 = |c: &Claims| base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(c).unwrap_or_default());
+    let b64 = |c: &Claims| HeaderValue::new(base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(c).unwrap_or_default())).ok();
     if let (Some(h), Some(u)) = (&up.user_info, &identity.user_info) {
-        f.set.push((h.clone(), b64(u)));
+        set(h, b64(u));
     }
     if let (Some(h), Some(i)) = (&up.introspection, &identity.introspection) {
-        f.set.push((h.clone(), b64(i)));
+        set(h, b64(i));
     }
     for (claim, header) in &up.claims {
-        let Some(v) = identity.claims.get(claim) else { continue };
-        let value = claims::header_value(v);
         // A claim with control characters could split or smuggle headers: it is left out.
-        if claims::header_safe(&value) {
-            f.set.push((header.clone(), value));
-        }
+        set(header, identity.claims.get(claim).and_then(claims::header_value));
     }
-    if let Some(rt) = new_refresh_token {
-        f.response_set.push((plan.downstream_refresh_token_header.clone(), rt.to_string()));
+    if let Some(rt) = new_refresh_token.and_then(|t| HeaderValue::new(t).ok()) {
+        f.response_add.push((up.downstream_refresh_token_header.clone(), rt));
     }
     f
 }
@@ -129,8 +191,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    use crate::core::config::Plan;
+
     fn plan(extra: &str) -> Plan {
         Plan::parse(format!("issuer: https://i\nidp_cluster: idp\nclient_id: c\nauth_methods: [bearer, password, refresh_token]\n{extra}").as_bytes()).unwrap()
+    }
+
+    fn fwd(p: &Plan, presented: Presented, orig: &Original, rt: Option<&str>) -> Forward {
+        forward(&p.policy.upstream, &identity(), presented, orig, &|n| n == "session", rt)
     }
 
     fn identity() -> Identity {
@@ -145,15 +213,15 @@ mod tests {
     }
 
     fn get<'a>(f: &'a Forward, name: &str) -> Option<&'a str> {
-        f.set.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        f.get(name)
     }
 
     #[test]
     fn identity_headers_and_forgery_removal() {
         let p = plan("upstream_id_token_header: x-id-token\nupstream_user_info_header: x-userinfo\nupstream_introspection_header: x-introspection\nupstream_headers_claims: [sub, groups, evil, missing]\nupstream_headers_names: [x-user, x-groups, x-evil, x-missing]\n");
-        let f = forward(&p, &identity(), &Presented::Bearer(Source::Query), &Original::default(), None);
+        let f = fwd(&p, Presented::Bearer(Source::Query), &Original::default(), None);
         for h in ["authorization", "x-id-token", "x-userinfo", "x-introspection", "x-user", "x-groups", "x-evil", "x-missing"] {
-            assert!(f.remove.iter().any(|r| r == h), "{h} not removed");
+            assert!(f.removes(h), "{h} not removed");
         }
         assert_eq!(get(&f, "authorization"), Some("Bearer AT"));
         assert_eq!(get(&f, "x-id-token"), Some("IDT"));
@@ -170,14 +238,14 @@ mod tests {
     fn the_clients_bearer_header_stays_when_it_is_what_goes_upstream() {
         let p = plan("");
         let canonical = Original { canonical_bearer_header: true, ..Default::default() };
-        let f = forward(&p, &identity(), &Presented::Bearer(Source::Header), &canonical, None);
-        assert!(!f.remove.contains(&"authorization".to_string()));
+        let f = fwd(&p, Presented::Bearer(Source::Header), &canonical, None);
+        assert!(!f.removes("authorization"));
         assert_eq!(get(&f, "authorization"), None);
         // `bearer` in lower case (or extra spaces) is rewritten to the canonical form
-        let f = forward(&p, &identity(), &Presented::Bearer(Source::Header), &Original::default(), None);
+        let f = fwd(&p, Presented::Bearer(Source::Header), &Original::default(), None);
         assert_eq!(get(&f, "authorization"), Some("Bearer AT"));
         // but a token from the query replaces whatever Authorization the client sent
-        let f = forward(&p, &identity(), &Presented::Bearer(Source::Query), &Original::default(), None);
+        let f = fwd(&p, Presented::Bearer(Source::Query), &Original::default(), None);
         assert_eq!(get(&f, "authorization"), Some("Bearer AT"));
     }
 
@@ -185,23 +253,23 @@ mod tests {
     fn hide_credentials() {
         let orig = Original { path: Some("/a?access_token=AT&x=1".into()), cookie: Some("k=v; at=AT".into()), canonical_bearer_header: false };
         let p = plan("hide_credentials: true\nbearer_token_param_type: [query, cookie]\nbearer_token_cookie_name: at\nupstream_access_token_header: x-token\n");
-        let f = forward(&p, &identity(), &Presented::Bearer(Source::Query), &orig, None);
-        assert_eq!(f.set_path.as_deref(), Some("/a?x=1"));
-        let f = forward(&p, &identity(), &Presented::Bearer(Source::Cookie), &orig, None);
+        let f = fwd(&p, Presented::Bearer(Source::Query), &orig, None);
+        assert_eq!(f.set_path.as_ref().map(HeaderValue::as_str), Some("/a?x=1"));
+        let f = fwd(&p, Presented::Bearer(Source::Cookie), &orig, None);
         assert_eq!(get(&f, "cookie"), Some("k=v"));
-        let f = forward(&p, &identity(), &Presented::Bearer(Source::Header), &orig, None);
-        assert!(f.remove.contains(&"authorization".to_string()));
+        let f = fwd(&p, Presented::Bearer(Source::Header), &orig, None);
+        assert!(f.removes("authorization"));
         let keep = plan("upstream_access_token_header: x-token\n");
-        let f = forward(&keep, &identity(), &Presented::Bearer(Source::Header), &orig, None);
-        assert!(!f.remove.contains(&"authorization".to_string()));
+        let f = fwd(&keep, Presented::Bearer(Source::Header), &orig, None);
+        assert!(!f.removes("authorization"));
         assert!(f.set_path.is_none());
     }
 
     #[test]
     fn refresh_token_goes_back_to_the_client_not_upstream() {
         let p = plan("");
-        let f = forward(&p, &identity(), &Presented::RefreshToken, &Original::default(), Some("RT2"));
-        assert!(f.remove.contains(&"x-refresh-token".to_string()));
-        assert_eq!(f.response_set, vec![("x-refresh-token".into(), "RT2".into())]);
+        let f = fwd(&p, Presented::RefreshToken, &Original::default(), Some("RT2"));
+        assert!(f.removes("x-refresh-token"));
+        assert_eq!(f.response_add, vec![(HeaderName::new("x-refresh-token").unwrap(), HeaderValue::new("RT2").unwrap())]);
     }
 }

@@ -1,4 +1,4 @@
-//! Browser login: the authorization code flow with PKCE (RFC 7636) and nonce, and logout.
+//! Browser login: the authorization code flow with PKCE (RFC 7636), state and nonce.
 //!
 //! The login state (state, nonce, code verifier, original URL) travels in a short-lived
 //! encrypted `authorization` cookie, not in filter memory, so any worker of any Envoy with
@@ -10,12 +10,23 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::core::claims::Claims;
-use crate::core::client_auth;
-use crate::core::config::Plan;
-use crate::core::discovery::{Metadata, Which};
-use crate::core::error::Error;
-use crate::core::idp::{IdpRequest, Purpose};
+use crate::core::discovery::Metadata;
+use crate::core::error::{Error, IdpFault, Internal, LoginError};
+use crate::core::header::HeaderValue;
+use crate::core::idp::Endpoint;
 use crate::core::jwt::{Expect, KeySet};
+
+/// What a login needs to know (`redirect_uri`, the client, the scopes, the issuer).
+#[derive(Debug, Clone)]
+pub struct LoginSettings {
+    /// The first is sent to the IdP; the paths of all are callbacks.
+    pub redirect_uris: Vec<Endpoint>,
+    pub client_id: String,
+    /// Space-joined `scopes`.
+    pub scope: String,
+    pub issuer: String,
+    pub leeway: u64,
+}
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -71,21 +82,22 @@ impl Pending {
 }
 
 /// The URL the browser is sent to for login.
-pub fn authorize_url(plan: &Plan, meta: &Metadata, pending: &Pending) -> Result<String, Error> {
-    let endpoint = meta.authorization_endpoint.as_ref().ok_or(Error::EndpointMissing("authorization_endpoint"))?;
-    let redirect = plan.redirect_uris.first().ok_or(Error::Internal("no redirect_uri"))?;
+pub fn authorize_url(login: &LoginSettings, meta: &Metadata, pending: &Pending) -> Result<HeaderValue, Error> {
+    let endpoint = meta.authorization_endpoint.as_ref().ok_or(IdpFault::EndpointMissing("authorization_endpoint"))?;
+    let redirect = login.redirect_uris.first().ok_or(Internal::NoRedirectUri)?;
     let query = form_urlencoded::Serializer::new(String::new())
         .append_pair("response_type", "code")
-        .append_pair("client_id", &plan.client.id)
+        .append_pair("client_id", &login.client_id)
         .append_pair("redirect_uri", &redirect.url)
-        .append_pair("scope", &plan.scope)
+        .append_pair("scope", &login.scope)
         .append_pair("state", &pending.state)
         .append_pair("nonce", &pending.nonce)
         .append_pair("code_challenge", &pending.challenge())
         .append_pair("code_challenge_method", "S256")
         .finish();
     let sep = if endpoint.url.contains('?') { '&' } else { '?' };
-    Ok(format!("{}{sep}{query}", endpoint.url))
+    // The endpoint was checked when discovery was parsed, the query is form-encoded.
+    HeaderValue::new(format!("{}{sep}{query}", endpoint.url)).map_err(|_| IdpFault::EndpointMissing("authorization_endpoint").into())
 }
 
 /// What the IdP sent back to the redirect URI.
@@ -100,9 +112,9 @@ pub struct Callback {
 
 /// Reads the callback query when `path` is one of the redirect URIs' paths and carries a
 /// `code`, `state` or `error`.
-pub fn callback(plan: &Plan, path: &str) -> Option<Callback> {
+pub fn callback(login: &LoginSettings, path: &str) -> Option<Callback> {
     let (p, query) = path.split_once('?').unwrap_or((path, ""));
-    if !plan.redirect_uris.iter().any(|r| r.path.split('?').next() == Some(p)) {
+    if !login.redirect_uris.iter().any(|r| r.path.split('?').next() == Some(p)) {
         return None;
     }
     let mut cb = Callback::default();
@@ -121,24 +133,20 @@ pub fn callback(plan: &Plan, path: &str) -> Option<Callback> {
 /// Checks the callback against the pending login and `issuer`; returns the code and the
 /// login. An `iss` parameter (RFC 9207) that is not our issuer means the answer comes from
 /// another IdP (a mix-up attack): refused before anything else.
-pub fn check_callback(cb: &Callback, pending: Option<Pending>, issuer: &str) -> Result<(String, Pending), Error> {
+pub fn check_callback(cb: &Callback, pending: Option<Pending>, issuer: &str) -> Result<(String, Pending), LoginError> {
     if cb.iss.as_deref().is_some_and(|i| i.trim_end_matches('/') != issuer.trim_end_matches('/')) {
-        return Err(Error::LoginFailed("the callback comes from another identity provider (iss)"));
+        return Err(LoginError::OtherIssuer);
     }
     if let Some(e) = &cb.error {
         let e: String = e.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
-        return Err(Error::LoginFailed(if e == "access_denied" {
-            "the identity provider denied the login (access_denied)"
-        } else {
-            "the identity provider answered the login with an error"
-        }));
+        return Err(if e == "access_denied" { LoginError::AccessDenied } else { LoginError::IdpError });
     }
-    let pending = pending.ok_or(Error::LoginFailed("no login in progress (the authorization cookie is missing or expired)"))?;
-    let state = cb.state.as_deref().ok_or(Error::LoginFailed("the callback has no state"))?;
+    let pending = pending.ok_or(LoginError::NoLoginInProgress)?;
+    let state = cb.state.as_deref().ok_or(LoginError::NoState)?;
     if !constant_time_eq(state.as_bytes(), pending.state.as_bytes()) {
-        return Err(Error::LoginFailed("the callback's state does not match the login in progress"));
+        return Err(LoginError::StateMismatch);
     }
-    let code = cb.code.clone().filter(|c| !c.is_empty()).ok_or(Error::LoginFailed("the callback has no code"))?;
+    let code = cb.code.clone().filter(|c| !c.is_empty()).ok_or(LoginError::NoCode)?;
     Ok((code, pending))
 }
 
@@ -147,67 +155,29 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Validates an ID token from the code exchange.
-pub fn validate_id_token(plan: &Plan, keys: &KeySet, id_token: &str, nonce: &str, now_secs: u64) -> Result<Claims, Error> {
+pub fn validate_id_token(login: &LoginSettings, keys: &KeySet, id_token: &str, nonce: &str, now_secs: u64) -> Result<Claims, LoginError> {
     let expect = Expect {
-        issuer: &plan.issuer,
-        audience: Some(&plan.client.id),
+        issuer: &login.issuer,
+        audience: Some(&login.client_id),
         nonce: Some(nonce),
-        leeway_secs: plan.leeway,
+        leeway_secs: login.leeway,
         now_secs,
     };
-    let claims = keys
-        .verify_with(id_token, &expect)
-        .map_err(|_| Error::LoginFailed("the ID token is invalid (signature, issuer, audience, lifetime or nonce)"))?;
+    let claims = keys.verify_with(id_token, &expect).map_err(|_| LoginError::BadIdToken)?;
     // OIDC Core 2: `sub` and `iat` are required.
     if !claims.get("sub").and_then(|s| s.as_str()).is_some_and(|s| !s.is_empty()) {
-        return Err(Error::LoginFailed("the ID token has no subject (sub)"));
+        return Err(LoginError::NoSubject);
     }
     if !claims.get("iat").is_some_and(|i| i.is_number()) {
-        return Err(Error::LoginFailed("the ID token has no issue time (iat)"));
+        return Err(LoginError::NoIssueTime);
     }
     // OIDC Core 3.1.3.7: with several audiences, azp must be this client; if present, always.
     let many = claims.get("aud").and_then(|a| a.as_array()).is_some_and(|a| a.len() > 1);
     match claims.get("azp").and_then(|a| a.as_str()) {
-        Some(azp) if azp != plan.client.id => Err(Error::LoginFailed("the ID token was issued to another client (azp)")),
-        None if many => Err(Error::LoginFailed("the ID token has several audiences and no azp")),
+        Some(azp) if azp != login.client_id => Err(LoginError::OtherClient),
+        None if many => Err(LoginError::SeveralAudiences),
         _ => Ok(claims),
     }
-}
-
-/// RFC 7009 revocation of `token`.
-pub fn revocation_request(plan: &Plan, meta: &Metadata, token: &str, hint: &str, now_secs: u64, jti: &str) -> Result<IdpRequest, Error> {
-    let params = [("token", token), ("token_type_hint", hint)];
-    client_auth::post(plan, meta, Which::Revocation, plan.revocation_auth, Purpose::Revocation, &params, now_secs, jti)
-}
-
-/// Where the browser goes after logout: the IdP's `end_session_endpoint` (with
-/// `id_token_hint` and `post_logout_redirect_uri`), else `logout_redirect_uri`.
-pub fn after_logout(plan: &Plan, meta: Option<&Metadata>, id_token: Option<&str>) -> Option<String> {
-    if let Some(end) = meta.and_then(|m| m.end_session_endpoint.as_ref()) {
-        let mut q = form_urlencoded::Serializer::new(String::new());
-        if let Some(t) = id_token {
-            q.append_pair("id_token_hint", t);
-        }
-        if let Some(r) = &plan.logout.redirect_uri {
-            q.append_pair("post_logout_redirect_uri", r);
-        }
-        q.append_pair("client_id", &plan.client.id);
-        let sep = if end.url.contains('?') { '&' } else { '?' };
-        return Some(format!("{}{sep}{}", end.url, q.finish()));
-    }
-    plan.logout.redirect_uri.clone()
-}
-
-/// Whether this request asks to log out (by path or query).
-pub fn is_logout(plan: &Plan, method: &str, path: &str) -> bool {
-    let l = &plan.logout;
-    if !l.methods.iter().any(|m| m.eq_ignore_ascii_case(method)) {
-        return false;
-    }
-    let (p, query) = path.split_once('?').unwrap_or((path, ""));
-    let by_suffix = l.uri_suffix.as_deref().is_some_and(|s| p.ends_with(s));
-    let by_arg = l.query_arg.as_deref().is_some_and(|a| form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == a));
-    by_suffix || by_arg
 }
 
 /// Whether the client is a browser that can follow a login redirect.
@@ -219,15 +189,19 @@ pub fn is_browser(accept: Option<&str>, x_requested_with: Option<&str>) -> bool 
 mod tests {
     use super::*;
 
-    fn plan(extra: &str) -> Plan {
-        Plan::parse(
-            format!("issuer: https://idp\nidp_cluster: idp\nclient_id: web\nclient_auth: tls_client_auth\ntls_client_auth_cluster: mtls\nauth_methods: [authorization_code]\nsession_secret: 0123456789abcdef0123\nredirect_uri: [http://127.0.0.1:8000/callback, http://localhost:8000/cb2]\n{extra}").as_bytes(),
-        )
-        .unwrap()
+    fn login() -> LoginSettings {
+        let e = |u: &str| Endpoint::parse(u).unwrap();
+        LoginSettings {
+            redirect_uris: vec![e("http://127.0.0.1:8000/callback"), e("http://localhost:8000/cb2")],
+            client_id: "web".into(),
+            scope: "openid".into(),
+            issuer: "https://idp".into(),
+            leeway: 0,
+        }
     }
 
-    fn meta(p: &Plan) -> Metadata {
-        Metadata::parse(p, br#"{"issuer":"https://idp","authorization_endpoint":"https://idp/auth","token_endpoint":"https://idp/token","revocation_endpoint":"https://idp/revoke","end_session_endpoint":"https://idp/session/end"}"#).unwrap()
+    fn meta() -> Metadata {
+        Metadata::parse("https://idp", br#"{"issuer":"https://idp","authorization_endpoint":"https://idp/auth","token_endpoint":"https://idp/token","revocation_endpoint":"https://idp/revoke","end_session_endpoint":"https://idp/session/end"}"#).unwrap()
     }
 
     fn pending() -> Pending {
@@ -247,9 +221,8 @@ mod tests {
 
     #[test]
     fn authorize_url_has_pkce_state_nonce() {
-        let p = plan("");
-        let url = authorize_url(&p, &meta(&p), &pending()).unwrap();
-        let (base, q) = url.split_once('?').unwrap();
+        let url = authorize_url(&login(), &meta(), &pending()).unwrap();
+        let (base, q) = url.as_str().split_once('?').unwrap();
         assert_eq!(base, "https://idp/auth");
         let q: std::collections::HashMap<String, String> = form_urlencoded::parse(q.as_bytes()).into_owned().collect();
         assert_eq!(q["response_type"], "code");
@@ -269,38 +242,19 @@ mod tests {
 
     #[test]
     fn callbacks() {
-        let p = plan("");
+        let p = login();
         assert!(callback(&p, "/callback").is_none(), "no code/state/error: not a callback");
         assert!(callback(&p, "/other?code=x").is_none());
         let cb = callback(&p, "/cb2?code=c&state=s").unwrap();
         assert_eq!(check_callback(&cb, Some(Pending { state: "s".into(), ..pending() }), "https://idp").unwrap().0, "c");
         let mixed = Callback { iss: Some("https://evil".into()), ..Callback { code: Some("c".into()), state: Some("s".into()), ..Default::default() } };
-        assert!(matches!(check_callback(&mixed, Some(Pending { state: "s".into(), ..pending() }), "https://idp"), Err(Error::LoginFailed(d)) if d.contains("iss")));
+        assert_eq!(check_callback(&mixed, Some(Pending { state: "s".into(), ..pending() }), "https://idp").unwrap_err(), LoginError::OtherIssuer);
         let ours = Callback { iss: Some("https://idp/".into()), ..Callback { code: Some("c".into()), state: Some("s".into()), ..Default::default() } };
         assert!(check_callback(&ours, Some(Pending { state: "s".into(), ..pending() }), "https://idp").is_ok());
-        assert!(matches!(check_callback(&cb, None, "https://idp"), Err(Error::LoginFailed(_))));
-        assert!(matches!(check_callback(&cb, Some(pending()), "https://idp"), Err(Error::LoginFailed(_))));
+        assert_eq!(check_callback(&cb, None, "https://idp").unwrap_err(), LoginError::NoLoginInProgress);
+        assert_eq!(check_callback(&cb, Some(pending()), "https://idp").unwrap_err(), LoginError::StateMismatch);
         let denied = callback(&p, "/callback?error=access_denied&state=s").unwrap();
-        assert!(matches!(check_callback(&denied, Some(pending()), "https://idp"), Err(Error::LoginFailed(d)) if d.contains("access_denied")));
-    }
-
-    #[test]
-    fn logout_detection() {
-        let p = plan("logout_uri_suffix: /logout\nlogout_query_arg: logout\n");
-        assert!(is_logout(&p, "POST", "/app/logout"));
-        assert!(is_logout(&p, "DELETE", "/x?logout=1"));
-        assert!(!is_logout(&p, "GET", "/app/logout"));
-        assert!(!is_logout(&p, "POST", "/app/logout/more"));
-        let none = plan("");
-        assert!(!is_logout(&none, "POST", "/logout"));
-    }
-
-    #[test]
-    fn after_logout_goes_to_end_session() {
-        let p = plan("logout_redirect_uri: http://127.0.0.1:8000/bye\n");
-        let url = after_logout(&p, Some(&meta(&p)), Some("IDT")).unwrap();
-        assert!(url.starts_with("https://idp/session/end?id_token_hint=IDT&post_logout_redirect_uri=http%3A%2F%2F127.0.0.1%3A8000%2Fbye"), "{url}");
-        assert_eq!(after_logout(&p, None, None).as_deref(), Some("http://127.0.0.1:8000/bye"));
+        assert_eq!(check_callback(&denied, Some(pending()), "https://idp").unwrap_err(), LoginError::AccessDenied);
     }
 
     #[test]

@@ -9,12 +9,13 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::core::client_auth::{self, ClientAuth, Credentials};
-use crate::core::config::Plan;
+use crate::core::cache;
+use crate::core::client_auth::{self, ClientAuth, ClientSettings, Credentials};
 use crate::core::credentials::Basic;
 use crate::core::discovery::{Metadata, Which};
-use crate::core::error::Error;
-use crate::core::idp::{IdpRequest, IdpResponse, Purpose};
+use crate::core::error::{BadAnswer, Error, IdpFault, Internal, LoginError, TokenError};
+use crate::core::header::names;
+use crate::core::idp::{Endpoint, IdpCall, IdpResponse, Purpose};
 
 /// A grant the filter runs on behalf of the request. Debug output never shows secrets.
 #[derive(Clone, PartialEq, Eq)]
@@ -50,21 +51,21 @@ impl Grant {
     }
 
     /// Client authentication used for this grant.
-    pub fn auth(&self, plan: &Plan) -> ClientAuth {
+    pub fn auth(&self, client: &ClientSettings) -> ClientAuth {
         match self {
-            Grant::Password(_) | Grant::RefreshToken(_) | Grant::AuthorizationCode { .. } => plan.token_auth,
+            Grant::Password(_) | Grant::RefreshToken(_) | Grant::AuthorizationCode { .. } => client.token_auth,
             Grant::ClientCredentials(_) => ClientAuth::ClientSecretBasic,
         }
     }
 
     /// Cache key: everything that makes the answer differ. `None` for grants whose answer
     /// must not be reused (a refresh token is single-use when the IdP rotates it).
-    pub fn cache_key(&self, plan: &Plan) -> Option<crate::core::cache::Key> {
+    pub fn cache_key(&self, client_id: &str, scope: &str) -> Option<cache::Key> {
         let (user, secret) = match self {
             Grant::Password(b) | Grant::ClientCredentials(b) => (&b.user, &b.password),
             Grant::RefreshToken(_) | Grant::AuthorizationCode { .. } => return None,
         };
-        Some(crate::core::cache::key(&[self.name(), &plan.client.id, user, secret, &plan.scope]))
+        Some(cache::key(&[self.name(), client_id, user, secret, scope]))
     }
 }
 
@@ -90,51 +91,42 @@ impl fmt::Debug for TokenSet {
     }
 }
 
-/// Builds the token request for `grant`.
+/// The token request for `grant`: `scope` for the password and client credentials
+/// grants, `redirect_uri` for the authorization code grant.
 pub fn token_request(
-    plan: &Plan,
+    client: &ClientSettings,
     meta: &Metadata,
     grant: &Grant,
+    scope: &str,
+    redirect_uri: Option<&Endpoint>,
     now_secs: u64,
     jti: &str,
-) -> Result<IdpRequest, Error> {
-    let scope = plan.scope.as_str();
+) -> Result<IdpCall, Error> {
     fn with_scope<'a>(mut p: Vec<(&'static str, &'a str)>, scope: &'a str) -> Vec<(&'static str, &'a str)> {
         if !scope.is_empty() {
             p.push(("scope", scope));
         }
         p
     }
+    let post = |params: &[(&str, &str)]| client.post(meta, Which::Token, Purpose::Token, params, now_secs, jti);
     match grant {
-        Grant::Password(b) => {
-            let params =
-                with_scope(vec![("grant_type", "password"), ("username", &b.user), ("password", &b.password)], scope);
-            client_auth::post(plan, meta, Which::Token, plan.token_auth, Purpose::Token, &params, now_secs, jti)
-        }
-        Grant::RefreshToken(rt) => {
-            let params = [("grant_type", "refresh_token"), ("refresh_token", rt.as_str())];
-            client_auth::post(plan, meta, Which::Token, plan.token_auth, Purpose::Token, &params, now_secs, jti)
-        }
+        Grant::Password(b) => post(&with_scope(vec![("grant_type", "password"), ("username", &b.user), ("password", &b.password)], scope)),
+        Grant::RefreshToken(rt) => post(&[("grant_type", "refresh_token"), ("refresh_token", rt.as_str())]),
         Grant::AuthorizationCode { code, verifier } => {
-            let redirect = plan.redirect_uris.first().ok_or(Error::Internal("no redirect_uri"))?;
-            let params = [
+            let redirect = redirect_uri.ok_or(Internal::NoRedirectUri)?;
+            post(&[
                 ("grant_type", "authorization_code"),
                 ("code", code.as_str()),
                 ("redirect_uri", redirect.url.as_str()),
                 ("code_verifier", verifier.as_str()),
-            ];
-            client_auth::post(plan, meta, Which::Token, plan.token_auth, Purpose::Token, &params, now_secs, jti)
+            ])
         }
         Grant::ClientCredentials(b) => {
             let auth = ClientAuth::ClientSecretBasic;
-            let (cluster, endpoint) =
-                meta.route(plan, Which::Token, auth).ok_or(Error::EndpointMissing("token_endpoint"))?;
-            let creds = Credentials {
-                headers: vec![("authorization".into(), client_auth::basic(&b.user, &b.password))],
-                form: Vec::new(),
-            };
+            let (cluster, endpoint) = client.route(meta, Which::Token, auth).ok_or(IdpFault::EndpointMissing("token_endpoint"))?;
+            let creds = Credentials { headers: vec![(names::AUTHORIZATION, client_auth::basic(&b.user, &b.password))], form: Vec::new() };
             let params = with_scope(vec![("grant_type", "client_credentials")], scope);
-            Ok(client_auth::form_post(Purpose::Token, cluster, endpoint, plan.timeout_ms, &params, creds))
+            Ok(client_auth::form_post(Purpose::Token, cluster, endpoint, client.timeout_ms, &params, creds))
         }
     }
 }
@@ -148,17 +140,13 @@ struct OAuthError {
 pub fn parse_token_response(grant: &Grant, auth: ClientAuth, resp: &IdpResponse, timeout_ms: u64) -> Result<TokenSet, Error> {
     let status = resp.answered(timeout_ms)?;
     if status == 200 {
-        let tokens: TokenSet = serde_json::from_slice(&resp.body).map_err(|_| {
-            match serde_json::from_slice::<serde_json::Value>(&resp.body) {
-                Ok(serde_json::Value::Object(o)) if !o.contains_key("access_token") => {
-                    Error::IdpBadResponse("token response has no access_token")
-                }
-                Ok(_) => Error::IdpBadResponse("token response is not a valid token set"),
-                Err(_) => Error::IdpBadResponse("token response is not JSON"),
-            }
+        let tokens: TokenSet = serde_json::from_slice(&resp.body).map_err(|_| match serde_json::from_slice::<serde_json::Value>(&resp.body) {
+            Ok(serde_json::Value::Object(o)) if !o.contains_key("access_token") => BadAnswer::NoAccessToken,
+            Ok(_) => BadAnswer::NotATokenSet,
+            Err(_) => BadAnswer::TokenNotJson,
         })?;
         if tokens.access_token.is_empty() {
-            return Err(Error::IdpBadResponse("token response has an empty access_token"));
+            return Err(BadAnswer::EmptyAccessToken.into());
         }
         // Tokens go into headers (upstream, back to the client): a control character would
         // split the header. RFC 6749 A.12, A.17: they are printable.
@@ -167,12 +155,12 @@ pub fn parse_token_response(grant: &Grant, auth: ClientAuth, resp: &IdpResponse,
             .flatten()
             .all(|t| !t.chars().any(char::is_control));
         if !printable {
-            return Err(Error::IdpBadResponse("token response has a token with control characters"));
+            return Err(BadAnswer::ControlCharacters.into());
         }
         if let Some(t) = &tokens.token_type {
             // RFC 6749 5.1: case-insensitive; anything but bearer (or DPoP) cannot be forwarded as-is.
             if !t.eq_ignore_ascii_case("bearer") && !t.eq_ignore_ascii_case("dpop") {
-                return Err(Error::IdpBadResponse("token_type is not Bearer"));
+                return Err(BadAnswer::NotBearer.into());
             }
         }
         return Ok(tokens);
@@ -185,13 +173,13 @@ pub fn parse_token_response(grant: &Grant, auth: ClientAuth, resp: &IdpResponse,
             _ => Error::ClientRejected { method: auth.name() },
         }),
         (400 | 401, Some("invalid_grant")) => Err(match grant {
-            Grant::RefreshToken(_) => Error::InvalidToken("the refresh token is invalid, expired or revoked"),
-            Grant::AuthorizationCode { .. } => Error::LoginFailed("the identity provider rejected the authorization code"),
+            Grant::RefreshToken(_) => TokenError::RefreshRejected.into(),
+            Grant::AuthorizationCode { .. } => LoginError::CodeRejected.into(),
             _ => Error::InvalidCredentials,
         }),
         (400..=499, Some(e)) => Err(Error::IdpRefused { error: sanitize(e) }),
-        (400..=499, None) => Err(Error::IdpBadResponse("error without an OAuth error code")),
-        _ => Err(Error::IdpBadResponse("unexpected status")),
+        (400..=499, None) => Err(BadAnswer::ErrorWithoutCode.into()),
+        _ => Err(BadAnswer::UnexpectedStatus.into()),
     }
 }
 
@@ -207,13 +195,17 @@ fn sanitize(code: &str) -> String {
 mod tests {
     use super::*;
 
+    use crate::core::config::Plan;
+
+    const SCOPE: &str = "openid profile";
+
     fn plan(extra: &str) -> Plan {
         Plan::parse(format!("issuer: https://idp\nidp_cluster: idp\nclient_id: cid\nscopes: [openid, profile]\n{extra}").as_bytes()).unwrap()
     }
 
-    fn meta(p: &Plan) -> Metadata {
+    fn meta(_: &Plan) -> Metadata {
         Metadata::parse(
-            p,
+            "https://idp",
             br#"{"issuer":"https://idp","token_endpoint":"https://idp/token","mtls_endpoint_aliases":{"token_endpoint":"https://mtls.idp/token"}}"#,
         )
         .unwrap()
@@ -223,14 +215,14 @@ mod tests {
         Grant::Password(Basic { user: "john".into(), password: "d&e=".into() })
     }
 
-    fn form(r: &IdpRequest) -> Vec<(String, String)> {
+    fn form(r: &IdpCall) -> Vec<(String, String)> {
         form_urlencoded::parse(&r.body).into_owned().collect()
     }
 
     #[test]
     fn password_over_mtls_goes_to_the_alias_through_the_tls_cluster() {
         let p = plan("client_auth: tls_client_auth\ntls_client_auth_cluster: idp-mtls\n");
-        let r = token_request(&p, &meta(&p), &john(), 0, "j").unwrap();
+        let r = token_request(&p.policy.client, &meta(&p), &john(), SCOPE, None, 0, "j").unwrap();
         assert_eq!((r.cluster.as_str(), r.authority.as_str(), r.path.as_str(), r.method), ("idp-mtls", "mtls.idp", "/token", "POST"));
         assert_eq!(
             form(&r),
@@ -242,24 +234,24 @@ mod tests {
                 ("client_id".into(), "cid".into()),
             ]
         );
-        assert!(!r.headers.iter().any(|(k, _)| k == "authorization"));
+        assert!(!r.headers.iter().any(|(k, _)| *k == names::AUTHORIZATION));
     }
 
     #[test]
     fn password_with_secret_uses_plain_endpoint_and_basic() {
         let p = plan("client_secret: s\n");
-        let r = token_request(&p, &meta(&p), &john(), 0, "j").unwrap();
+        let r = token_request(&p.policy.client, &meta(&p), &john(), SCOPE, None, 0, "j").unwrap();
         assert_eq!((r.cluster.as_str(), r.authority.as_str()), ("idp", "idp"));
-        assert!(r.headers.iter().any(|(k, v)| k == "authorization" && v.starts_with("Basic ")));
+        assert!(r.headers.iter().any(|(k, v)| *k == names::AUTHORIZATION && v.as_str().starts_with("Basic ")));
     }
 
     #[test]
     fn client_credentials_uses_the_callers_credentials() {
         let p = plan("client_auth: tls_client_auth\ntls_client_auth_cluster: idp-mtls\n");
         let g = Grant::ClientCredentials(Basic { user: "svc".into(), password: "pw".into() });
-        let r = token_request(&p, &meta(&p), &g, 0, "j").unwrap();
+        let r = token_request(&p.policy.client, &meta(&p), &g, SCOPE, None, 0, "j").unwrap();
         assert_eq!(r.cluster, "idp");
-        assert!(r.headers.contains(&("authorization".into(), client_auth::basic("svc", "pw"))));
+        assert!(r.headers.contains(&(names::AUTHORIZATION, client_auth::basic("svc", "pw"))));
         assert_eq!(form(&r)[0], ("grant_type".into(), "client_credentials".into()));
     }
 
@@ -277,16 +269,16 @@ mod tests {
         assert_eq!(e(Some(400), r#"{"error":"invalid_grant"}"#, 1), Error::InvalidCredentials);
         assert_eq!(e(Some(401), r#"{"error":"invalid_client"}"#, 1), Error::ClientRejected { method: "tls_client_auth" });
         assert_eq!(e(Some(400), r#"{"error":"unauthorized_client"}"#, 1), Error::IdpRefused { error: "unauthorized_client".into() });
-        assert_eq!(e(Some(503), "maintenance", 1), Error::IdpUnavailable("server error"));
-        assert_eq!(e(Some(503), "upstream connect error", 1), Error::IdpUnavailable("cannot connect to the identity provider"));
-        assert_eq!(e(Some(200), "{\"token_type\":\"Bearer\"}", 1), Error::IdpBadResponse("token response has no access_token"));
-        assert_eq!(e(Some(200), "<html>", 1), Error::IdpBadResponse("token response is not JSON"));
-        assert_eq!(e(None, "", 1000), Error::IdpTimeout);
-        assert_eq!(e(Some(504), "upstream request timeout", 1000), Error::IdpTimeout);
-        assert!(matches!(e(None, "", 3), Error::IdpUnavailable(_)));
-        assert!(matches!(e(Some(200), "not json", 1), Error::IdpBadResponse(_)));
-        assert!(matches!(e(Some(200), r#"{"access_token":"x","token_type":"mac"}"#, 1), Error::IdpBadResponse(_)));
-        assert!(matches!(e(Some(302), "", 1), Error::IdpBadResponse(_)));
+        assert_eq!(e(Some(503), "maintenance", 1), Error::Idp(IdpFault::ServerError));
+        assert_eq!(e(Some(503), "upstream connect error", 1), Error::Idp(IdpFault::Unreachable));
+        assert_eq!(e(Some(200), "{\"token_type\":\"Bearer\"}", 1), BadAnswer::NoAccessToken.into());
+        assert_eq!(e(Some(200), "<html>", 1), BadAnswer::TokenNotJson.into());
+        assert_eq!(e(None, "", 1000), Error::Idp(IdpFault::Timeout));
+        assert_eq!(e(Some(504), "upstream request timeout", 1000), Error::Idp(IdpFault::Timeout));
+        assert_eq!(e(None, "", 3), Error::Idp(IdpFault::Reset));
+        assert_eq!(e(Some(200), "not json", 1), BadAnswer::TokenNotJson.into());
+        assert_eq!(e(Some(200), r#"{"access_token":"x","token_type":"mac"}"#, 1), BadAnswer::NotBearer.into());
+        assert_eq!(e(Some(302), "", 1), BadAnswer::UnexpectedStatus.into());
         let cc = Grant::ClientCredentials(Basic { user: "a".into(), password: "b".into() });
         assert_eq!(parse_token_response(&cc, t, &resp(Some(401), r#"{"error":"invalid_client"}"#, 1), 1000).unwrap_err(), Error::InvalidCredentials);
     }
@@ -303,8 +295,8 @@ mod tests {
         ] {
             let resp = IdpResponse { status: Some(200), body: body.as_bytes().to_vec(), elapsed_ms: 1 };
             assert_eq!(
-                parse_token_response(&john(), p.token_auth, &resp, 10_000),
-                Err(Error::IdpBadResponse("token response has a token with control characters")),
+                parse_token_response(&john(), p.policy.client.token_auth, &resp, 10_000),
+                Err(BadAnswer::ControlCharacters.into()),
                 "{body}"
             );
         }
@@ -320,8 +312,9 @@ mod tests {
     fn cache_key_depends_on_password() {
         let p = plan("");
         let other = Grant::Password(Basic { user: "john".into(), password: "x".into() });
-        assert_ne!(john().cache_key(&p), other.cache_key(&p));
-        assert!(john().cache_key(&p).is_some());
-        assert_eq!(Grant::RefreshToken("rt".into()).cache_key(&p), None);
+        let key = |g: &Grant| g.cache_key(&p.policy.client.client.id, SCOPE);
+        assert_ne!(key(&john()), key(&other));
+        assert!(key(&john()).is_some());
+        assert_eq!(key(&Grant::RefreshToken("rt".into())), None);
     }
 }

@@ -1,0 +1,444 @@
+//! The plugin configuration: parsed and validated once into an immutable [`Plan`].
+//!
+//! Field names follow Kong's `openid-connect` plugin wherever the meaning is the same; the
+//! keys and their defaults are listed once in [`keys::KEYS`]. Everything is checked here, at
+//! load: unknown keys, wrong types, missing companions (a TLS client auth method without
+//! `tls_client_auth_cluster`, a secret method without `client_secret` …). The result is
+//! split into the narrow settings each module takes ([`Policy`]'s fields), so nothing on
+//! the request path reads the whole configuration. A [`Plan`] holds no `Rc`: it can be
+//! shared by the threads of a native host.
+
+pub mod keys;
+mod raw;
+
+use crate::core::challenge::ChallengeSettings;
+use crate::core::claims::Rule;
+use crate::core::client_auth::{Client, ClientAuth, ClientSettings, MtlsOverrides, Signer};
+use crate::core::cookies::{self, CookieAttrs, SameSite};
+use crate::core::credentials::BearerSources;
+use crate::core::docs::DocsSettings;
+use crate::core::error::ConfigError;
+use crate::core::header::{HeaderName, HeaderValue};
+use crate::core::idp::Endpoint;
+use crate::core::method::{AuthMethod, Methods};
+use crate::core::oauth::authorize::LoginSettings;
+use crate::core::oauth::logout::LogoutSettings;
+use crate::core::pop::Pop;
+use crate::core::session::{Sealer, SessionSettings, Timeouts};
+use crate::core::upstream::{TokenHeader, UpstreamSettings};
+
+use raw::{OneOrMany, Raw};
+
+/// The validated configuration: where the IdP's documents come from, and the policy that
+/// decides each request.
+#[derive(Debug)]
+pub struct Plan {
+    pub issuer: DocsSettings,
+    pub policy: Policy,
+}
+
+/// How requests are authenticated.
+#[derive(Debug)]
+pub struct Policy {
+    /// Configured methods (tried in Kong's order).
+    pub methods: Methods,
+    /// The issuer exactly as configured (`iss` of tokens, RFC 9207 `iss` of callbacks).
+    pub issuer: String,
+    pub client: ClientSettings,
+    /// Space-joined `scopes`.
+    pub scope: String,
+    pub cache_tokens: bool,
+    pub bearer: BearerSources,
+    /// Seconds of tolerance on `exp`, `nbf`, `iat`.
+    pub leeway: u64,
+    /// Non-empty `*_required` rules.
+    pub rules: Vec<Rule>,
+    pub introspection_check_active: bool,
+    pub cache_introspection: bool,
+    pub upstream: UpstreamSettings,
+    pub pop: Pop,
+    /// Present when `session` or `authorization_code` is configured.
+    pub sessions: Option<SessionSettings>,
+    pub login: LoginSettings,
+    pub logout: LogoutSettings,
+    pub challenge: ChallengeSettings,
+    pub timeout_ms: u64,
+}
+
+impl Policy {
+    pub fn has(&self, m: AuthMethod) -> bool {
+        self.methods.has(m)
+    }
+}
+
+/// Default IdP call timeout, as Kong's `timeout`.
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+
+impl Plan {
+    /// Parses YAML or JSON bytes and validates them.
+    pub fn parse(bytes: &[u8]) -> Result<Plan, ConfigError> {
+        let text = std::str::from_utf8(bytes).map_err(|_| ConfigError("not UTF-8".into()))?;
+        if text.trim().is_empty() {
+            return ConfigError::err("the configuration is empty (`issuer` and `idp_cluster` are required)");
+        }
+        let raw = raw::parse(text)?;
+        let issuer = issuer(&raw)?;
+        let policy = policy(raw, &issuer)?;
+        Ok(Plan { issuer, policy })
+    }
+}
+
+/// The issuer and how its documents are fetched.
+fn issuer(raw: &Raw) -> Result<DocsSettings, ConfigError> {
+    let issuer = raw.issuer.trim().to_string();
+    let bad = |e: String| ConfigError(format!("`issuer`: {e}"));
+    Endpoint::parse(&issuer).map_err(bad)?;
+    let discovery = Endpoint::parse(&format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))).map_err(bad)?;
+    Ok(DocsSettings { issuer, discovery, cluster: non_empty("idp_cluster", &raw.idp_cluster)?, timeout_ms: timeout(raw)? })
+}
+
+fn timeout(raw: &Raw) -> Result<u64, ConfigError> {
+    if !(1..=600_000).contains(&raw.timeout) {
+        return ConfigError::err("`timeout`: must be between 1 and 600000 milliseconds");
+    }
+    Ok(raw.timeout)
+}
+
+fn policy(mut raw: Raw, docs: &DocsSettings) -> Result<Policy, ConfigError> {
+    let methods = methods(&mut raw)?;
+    let client = client(&mut raw, methods, docs)?;
+    let scopes = std::mem::take(&mut raw.scopes);
+    for s in &scopes {
+        if s.is_empty() || !s.bytes().all(|b| b > 0x20 && b < 0x7f && b != b'"' && b != b'\\') {
+            return ConfigError::err(format!("`scopes`: `{s}` is not a valid scope token"));
+        }
+    }
+    let scope = scopes.join(" ");
+    if raw.leeway > 3600 {
+        return ConfigError::err("`leeway`: at most 3600 seconds");
+    }
+    let sessions = if methods.uses_sessions() { Some(sessions(&raw)?) } else { None };
+    let login = LoginSettings {
+        redirect_uris: redirect_uris(&mut raw, methods)?,
+        client_id: client.client.id.clone(),
+        scope: scope.clone(),
+        issuer: docs.issuer.clone(),
+        leeway: raw.leeway,
+    };
+    let bearer = bearer_sources(&raw)?;
+    Ok(Policy {
+        methods,
+        issuer: docs.issuer.clone(),
+        scope,
+        cache_tokens: raw.cache_tokens,
+        upstream: upstream(&mut raw, &bearer)?,
+        bearer,
+        leeway: raw.leeway,
+        rules: rules(&mut raw)?,
+        introspection_check_active: raw.introspection_check_active,
+        cache_introspection: raw.cache_introspection,
+        pop: pop(&raw.proof_of_possession_mtls)?,
+        sessions,
+        login,
+        logout: logout(&mut raw)?,
+        challenge: ChallengeSettings::for_methods(methods),
+        timeout_ms: docs.timeout_ms,
+        client,
+    })
+}
+
+/// `auth_methods`; by default every method whose settings are present (sessions need a
+/// `session_secret`, the authorization code flow also a `redirect_uri`).
+fn methods(raw: &mut Raw) -> Result<Methods, ConfigError> {
+    let Some(names) = raw.auth_methods.take() else {
+        let (secret, redirect) = (raw.session_secret.is_some(), raw.redirect_uri.is_some());
+        return Ok(AuthMethod::SUPPORTED
+            .into_iter()
+            .filter(|m| match m {
+                AuthMethod::Session => secret,
+                AuthMethod::AuthorizationCode => secret && redirect,
+                _ => true,
+            })
+            .collect());
+    };
+    if names.is_empty() {
+        return ConfigError::err("`auth_methods` must name at least one method");
+    }
+    names
+        .iter()
+        .map(|name| {
+            AuthMethod::from_name(name.trim()).ok_or_else(|| {
+                ConfigError(format!(
+                    "`auth_methods`: unknown method `{name}` (session, bearer, introspection, userinfo, refresh_token, password, client_credentials, authorization_code)"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The filter's client, its authentication at each endpoint and its upstreams.
+fn client(raw: &mut Raw, methods: Methods, docs: &DocsSettings) -> Result<ClientSettings, ConfigError> {
+    let single = |v: Option<OneOrMany>, key: &str| v.map(|v| v.single(key)).transpose().map(Option::flatten);
+    let id = single(raw.client_id.take(), "client_id")?.map(|id| non_empty("client_id", &id)).transpose()?;
+    let secret = single(raw.client_secret.take(), "client_secret")?.filter(|s| !s.is_empty());
+    let parse_auth = |key: &str, v: Option<String>| v.map(|m| ClientAuth::parse(key, &m)).transpose();
+    let client_auth = parse_auth("client_auth", single(raw.client_auth.take(), "client_auth")?)?;
+    let default = if secret.is_some() { ClientAuth::ClientSecretBasic } else { ClientAuth::None };
+    let token_auth = parse_auth("token_endpoint_auth_method", raw.token_endpoint_auth_method.take())?.unwrap_or(client_auth.unwrap_or(default));
+    let introspection_auth = parse_auth("introspection_endpoint_auth_method", raw.introspection_endpoint_auth_method.take())?.unwrap_or(token_auth);
+    let revocation_auth = parse_auth("revocation_endpoint_auth_method", raw.revocation_endpoint_auth_method.take())?.unwrap_or(token_auth);
+    let tls_client_auth_cluster = raw.tls_client_auth_cluster.take().map(|c| non_empty("tls_client_auth_cluster", &c)).transpose()?;
+    let needs_client = methods.iter().any(|m| m != AuthMethod::ClientCredentials);
+    let id = match id {
+        Some(id) => id,
+        None if needs_client => return ConfigError::err("`client_id` is required for the configured `auth_methods`"),
+        None => String::new(),
+    };
+    let mut signer = None;
+    if needs_client {
+        let endpoints = [
+            ("token_endpoint_auth_method", token_auth),
+            ("introspection_endpoint_auth_method", introspection_auth),
+            ("revocation_endpoint_auth_method", revocation_auth),
+        ];
+        for (key, method) in endpoints {
+            check_method(raw, key, method, tls_client_auth_cluster.is_some(), secret.as_deref(), &mut signer)?;
+        }
+    }
+    let endpoint = |key: &str, v: Option<String>| endpoint_opt(key, v);
+    let mtls = MtlsOverrides {
+        token: endpoint("mtls_token_endpoint", raw.mtls_token_endpoint.take())?,
+        introspection: endpoint("mtls_introspection_endpoint", raw.mtls_introspection_endpoint.take())?,
+        revocation: endpoint("mtls_revocation_endpoint", raw.mtls_revocation_endpoint.take())?,
+    };
+    Ok(ClientSettings {
+        client: Client { id, secret, signer },
+        token_auth,
+        introspection_auth,
+        revocation_auth,
+        idp_cluster: docs.cluster.clone(),
+        tls_client_auth_cluster,
+        mtls,
+        timeout_ms: docs.timeout_ms,
+    })
+}
+
+/// What `method` at endpoint `key` needs: the client-certificate upstream, the secret, a key.
+fn check_method(
+    raw: &Raw,
+    key: &str,
+    method: ClientAuth,
+    has_tls_cluster: bool,
+    secret: Option<&str>,
+    signer: &mut Option<Signer>,
+) -> Result<(), ConfigError> {
+    if method.is_tls() && !has_tls_cluster {
+        return ConfigError::err(format!(
+            "`tls_client_auth_cluster` is required: `{key}` is {} (the Envoy cluster that presents the client certificate)",
+            method.name()
+        ));
+    }
+    if method.needs_secret() && secret.is_none() {
+        return ConfigError::err(format!("`client_secret` is required: `{key}` is {}", method.name()));
+    }
+    if method == ClientAuth::ClientSecretJwt && signer.is_none() {
+        *signer = Some(Signer::hmac(raw.client_alg.as_deref(), secret.unwrap_or_default())?);
+    }
+    if method == ClientAuth::PrivateKeyJwt {
+        let Some(pem) = raw.client_private_key.as_deref() else {
+            return ConfigError::err(format!("`client_private_key` (PEM) is required: `{key}` is private_key_jwt"));
+        };
+        *signer = Some(Signer::private_key(raw.client_alg.as_deref(), pem, raw.client_private_key_id.as_deref())?);
+    }
+    Ok(())
+}
+
+fn upstream(raw: &mut Raw, bearer: &BearerSources) -> Result<UpstreamSettings, ConfigError> {
+    let spec = std::mem::take(&mut raw.upstream_access_token_header);
+    let access_token = if spec.trim().is_empty() { None } else { Some(TokenHeader::parse("upstream_access_token_header", &spec)?) };
+    let token_header = |key: &str, v: Option<String>| v.filter(|s| !s.trim().is_empty()).map(|s| TokenHeader::parse(key, &s)).transpose();
+    let refresh_token_header = header_name("refresh_token_param_name", &raw.refresh_token_param_name)?;
+    let downstream = match raw.downstream_refresh_token_header.take() {
+        Some(n) => header_name("downstream_refresh_token_header", &n)?,
+        None => refresh_token_header.clone(),
+    };
+    Ok(UpstreamSettings {
+        access_token,
+        id_token: token_header("upstream_id_token_header", raw.upstream_id_token_header.take())?,
+        user_info: optional_name("upstream_user_info_header", raw.upstream_user_info_header.take())?,
+        introspection: optional_name("upstream_introspection_header", raw.upstream_introspection_header.take())?,
+        claims: claim_headers(raw.upstream_headers_claims.take(), raw.upstream_headers_names.take())?,
+        hide_credentials: raw.hide_credentials,
+        refresh_token_header,
+        downstream_refresh_token_header: downstream,
+        bearer_cookie: bearer.cookie.clone(),
+    })
+}
+
+fn rules(raw: &mut Raw) -> Result<Vec<Rule>, ConfigError> {
+    let rule = |name: &'static str, claim_key: &str, entries: Option<Vec<String>>, claim: Vec<String>| {
+        Rule::new(name, claim, entries.unwrap_or_default()).map_err(|e| ConfigError(format!("{} (`{claim_key}`)", e.0)))
+    };
+    let all = [
+        rule("scopes_required", "scopes_claim", raw.scopes_required.take(), std::mem::take(&mut raw.scopes_claim))?,
+        rule("audience_required", "audience_claim", raw.audience_required.take(), std::mem::take(&mut raw.audience_claim))?,
+        rule("groups_required", "groups_claim", raw.groups_required.take(), std::mem::take(&mut raw.groups_claim))?,
+        rule("roles_required", "roles_claim", raw.roles_required.take(), std::mem::take(&mut raw.roles_claim))?,
+    ];
+    Ok(all.into_iter().filter(|r| !r.any_of.is_empty()).collect())
+}
+
+fn pop(v: &str) -> Result<Pop, ConfigError> {
+    match v.trim() {
+        "off" => Ok(Pop::Off),
+        "strict" => Ok(Pop::Strict),
+        "optional" => Ok(Pop::Optional),
+        other => ConfigError::err(format!("`proof_of_possession_mtls`: `{other}` is not one of off, strict, optional")),
+    }
+}
+
+fn sessions(raw: &Raw) -> Result<SessionSettings, ConfigError> {
+    let Some(secret) = raw.session_secret.as_deref().filter(|s| !s.is_empty()) else {
+        return ConfigError::err("`session_secret` is required with the session and authorization_code methods (every worker and Envoy must share it)");
+    };
+    if secret.len() < 16 {
+        return ConfigError::err("`session_secret` must be at least 16 characters");
+    }
+    let same_site = match raw.session_cookie_same_site.trim() {
+        "Strict" => SameSite::Strict,
+        "Lax" => SameSite::Lax,
+        "None" => SameSite::None,
+        "Default" | "off" => SameSite::Default,
+        other => return ConfigError::err(format!("`session_cookie_same_site`: `{other}` is not one of Strict, Lax, None, Default")),
+    };
+    let attrs = CookieAttrs::new(
+        &raw.session_cookie_path,
+        raw.session_cookie_domain.as_deref(),
+        same_site,
+        raw.session_cookie_http_only,
+        raw.session_cookie_secure,
+    )?;
+    Ok(SessionSettings {
+        sealer: Sealer::new(secret),
+        cookie_name: cookie_name("session_cookie_name", &raw.session_cookie_name)?,
+        authorization_cookie_name: cookie_name("authorization_cookie_name", &raw.authorization_cookie_name)?,
+        attrs,
+        timeouts: Timeouts {
+            idling: raw.session_idling_timeout,
+            rolling: raw.session_rolling_timeout,
+            absolute: raw.session_absolute_timeout,
+        },
+        authorization_ttl: raw.authorization_rolling_timeout.max(1),
+        refresh_tokens: raw.refresh_tokens,
+    })
+}
+
+fn redirect_uris(raw: &mut Raw, methods: Methods) -> Result<Vec<Endpoint>, ConfigError> {
+    let uris: Vec<Endpoint> = raw
+        .redirect_uri
+        .take()
+        .map(OneOrMany::all)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|u| Endpoint::parse(u.trim()).map_err(|e| ConfigError(format!("`redirect_uri`: {e}"))))
+        .collect::<Result<_, _>>()?;
+    if methods.has(AuthMethod::AuthorizationCode) && uris.is_empty() {
+        return ConfigError::err("`redirect_uri` is required with the authorization_code method");
+    }
+    Ok(uris)
+}
+
+fn logout(raw: &mut Raw) -> Result<LogoutSettings, ConfigError> {
+    if raw.logout_post_arg.is_some() {
+        // Envoy pauses everything after the headers when a Wasm filter pauses them, so the
+        // body cannot be read before the decision is made.
+        return ConfigError::err("`logout_post_arg` is not supported: a proxy-wasm filter in Envoy cannot read the request body before deciding; use `logout_uri_suffix` or `logout_query_arg`");
+    }
+    let methods: Vec<String> = raw.logout_methods.iter().map(|m| m.trim().to_ascii_uppercase()).collect();
+    if let Some(m) = methods.iter().find(|m| !["GET", "POST", "DELETE", "PUT", "PATCH"].contains(&m.as_str())) {
+        return ConfigError::err(format!("`logout_methods`: `{m}` is not an HTTP method the filter can log out on"));
+    }
+    // It becomes a `Location` header as it is (when the IdP has no end_session_endpoint).
+    let redirect_uri = raw
+        .logout_redirect_uri
+        .take()
+        .filter(|s| !s.trim().is_empty())
+        .map(HeaderValue::new)
+        .transpose()
+        .map_err(|_| ConfigError("`logout_redirect_uri` must not contain control characters".into()))?;
+    Ok(LogoutSettings {
+        uri_suffix: raw.logout_uri_suffix.take().filter(|s| !s.trim().is_empty()),
+        query_arg: raw.logout_query_arg.take().filter(|s| !s.trim().is_empty()),
+        methods,
+        revoke: raw.logout_revoke,
+        revoke_access_token: raw.logout_revoke_access_token,
+        revoke_refresh_token: raw.logout_revoke_refresh_token,
+        redirect_uri,
+    })
+}
+
+fn bearer_sources(raw: &Raw) -> Result<BearerSources, ConfigError> {
+    let mut out = BearerSources::default();
+    for t in &raw.bearer_token_param_type {
+        match t.trim() {
+            "header" => out.header = true,
+            "query" => out.query = true,
+            "cookie" => {
+                let Some(name) = raw.bearer_token_cookie_name.as_deref().map(str::trim).filter(|c| !c.is_empty()) else {
+                    return ConfigError::err("`bearer_token_cookie_name` is required when `bearer_token_param_type` lists cookie");
+                };
+                out.cookie = Some(name.to_string());
+            }
+            other => return ConfigError::err(format!("`bearer_token_param_type`: `{other}` is not one of header, query, cookie")),
+        }
+    }
+    Ok(out)
+}
+
+fn non_empty(key: &str, v: &str) -> Result<String, ConfigError> {
+    let v = v.trim();
+    if v.is_empty() {
+        return ConfigError::err(format!("`{key}` must not be empty"));
+    }
+    Ok(v.to_string())
+}
+
+fn cookie_name(key: &str, name: &str) -> Result<String, ConfigError> {
+    let name = name.trim();
+    if !cookies::valid_name(name) {
+        return ConfigError::err(format!("`{key}`: `{name}` is not a valid cookie name"));
+    }
+    Ok(name.to_string())
+}
+
+fn header_name(key: &str, name: &str) -> Result<HeaderName, ConfigError> {
+    HeaderName::new(name).map_err(|_| ConfigError(format!("`{key}`: `{}` is not a valid header name", name.trim())))
+}
+
+fn optional_name(key: &str, v: Option<String>) -> Result<Option<HeaderName>, ConfigError> {
+    v.filter(|s| !s.trim().is_empty()).map(|s| header_name(key, &s)).transpose()
+}
+
+fn claim_headers(claims: Option<Vec<String>>, names: Option<Vec<String>>) -> Result<Vec<(String, HeaderName)>, ConfigError> {
+    let (claims, names) = (claims.unwrap_or_default(), names.unwrap_or_default());
+    if claims.len() != names.len() {
+        return ConfigError::err("`upstream_headers_claims` and `upstream_headers_names` must have the same length");
+    }
+    claims
+        .into_iter()
+        .zip(names)
+        .map(|(c, n)| {
+            if c.trim().is_empty() {
+                return ConfigError::err("`upstream_headers_claims`: empty claim name");
+            }
+            Ok((c.trim().to_string(), header_name("upstream_headers_names", &n)?))
+        })
+        .collect()
+}
+
+fn endpoint_opt(key: &str, v: Option<String>) -> Result<Option<Endpoint>, ConfigError> {
+    v.map(|u| Endpoint::parse(u.trim()).map_err(|e| ConfigError(format!("`{key}`: {e}")))).transpose()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,111 @@
+//! Token introspection (RFC 7662) and userinfo (OpenID Connect Core 5.3) as token checks.
+//!
+//! Introspection is authenticated with `introspection_endpoint_auth_method` (mTLS through
+//! the client-certificate upstream for `tls_client_auth`); userinfo carries the token itself
+//! and goes through `idp_cluster`.
+
+use crate::core::claims::Claims;
+use crate::core::client_auth::ClientSettings;
+use crate::core::discovery::{Metadata, Which};
+use crate::core::error::{BadAnswer, Error, IdpFault, TokenError};
+use crate::core::header::{names, HeaderValue};
+use crate::core::idp::{IdpCall, IdpResponse, Purpose};
+
+/// The introspection request for `token`.
+pub fn request(client: &ClientSettings, meta: &Metadata, token: &str, now_secs: u64, jti: &str) -> Result<IdpCall, Error> {
+    let params = [("token", token), ("token_type_hint", "access_token")];
+    client.post(meta, Which::Introspection, Purpose::Introspection, &params, now_secs, jti)
+}
+
+/// Reads the introspection answer: the claims of an active token. With `check_active`
+/// (`introspection_check_active`), `active: true` is required.
+pub fn parse(client: &ClientSettings, check_active: bool, resp: &IdpResponse) -> Result<Claims, Error> {
+    let rejected = || Error::ClientRejected { method: client.introspection_auth.name() };
+    match resp.answered(client.timeout_ms)? {
+        200 => {}
+        400 | 401 if is_invalid_client(&resp.body) => return Err(rejected()),
+        401 | 403 => return Err(rejected()),
+        _ => return Err(BadAnswer::IntrospectionStatus.into()),
+    }
+    let claims: Claims = serde_json::from_slice(&resp.body).map_err(|_| BadAnswer::IntrospectionNotObject)?;
+    if check_active && claims.get("active").and_then(|a| a.as_bool()) != Some(true) {
+        return Err(TokenError::Inactive.into());
+    }
+    Ok(claims)
+}
+
+fn is_invalid_client(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(|e| e == "invalid_client"))
+        .unwrap_or(false)
+}
+
+/// The userinfo request: `GET` with the token as a bearer, through `idp_cluster`.
+pub fn userinfo_request(client: &ClientSettings, meta: &Metadata, token: &str) -> Result<IdpCall, Error> {
+    let endpoint = meta.userinfo_endpoint.as_ref().ok_or(IdpFault::EndpointMissing("userinfo_endpoint"))?;
+    // The token has no control characters (`credentials::bearer` refuses those).
+    let bearer = HeaderValue::new(format!("Bearer {token}")).map_err(|_| TokenError::Malformed)?;
+    Ok(IdpCall::get(Purpose::Userinfo, &client.idp_cluster, endpoint, client.timeout_ms).with_header(names::AUTHORIZATION, bearer))
+}
+
+/// Reads the userinfo answer.
+pub fn parse_userinfo(timeout_ms: u64, resp: &IdpResponse) -> Result<Claims, Error> {
+    match resp.answered(timeout_ms)? {
+        200 => serde_json::from_slice(&resp.body).map_err(|_| BadAnswer::UserinfoNotObject.into()),
+        400 | 401 | 403 => Err(TokenError::UserinfoRejected.into()),
+        _ => Err(BadAnswer::UserinfoStatus.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::Plan;
+
+    fn plan(extra: &str) -> Plan {
+        Plan::parse(
+            format!("issuer: https://idp\nidp_cluster: idp\nclient_id: c\nclient_auth: tls_client_auth\ntls_client_auth_cluster: mtls\nauth_methods: [introspection, userinfo]\n{extra}").as_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn meta() -> Metadata {
+        Metadata::parse("https://idp", br#"{"issuer":"https://idp","introspection_endpoint":"https://idp/introspect","userinfo_endpoint":"https://idp/me","mtls_endpoint_aliases":{"introspection_endpoint":"https://mtls.idp/introspect"}}"#).unwrap()
+    }
+
+    fn resp(status: u16, body: &str) -> IdpResponse {
+        IdpResponse { status: Some(status), body: body.as_bytes().to_vec(), elapsed_ms: 1 }
+    }
+
+    #[test]
+    fn introspection_goes_over_mtls_to_the_alias() {
+        let p = plan("");
+        let r = request(&p.policy.client, &meta(), "tok", 0, "j").unwrap();
+        assert_eq!((r.cluster.as_str(), r.authority.as_str(), r.path.as_str()), ("mtls", "mtls.idp", "/introspect"));
+        let form: Vec<(String, String)> = form_urlencoded::parse(&r.body).into_owned().collect();
+        assert_eq!(form[0], ("token".into(), "tok".into()));
+        assert!(form.contains(&("client_id".into(), "c".into())));
+    }
+
+    #[test]
+    fn introspection_answers() {
+        let c = &plan("").policy.client;
+        assert_eq!(parse(c, true, &resp(200, r#"{"active":true,"sub":"john"}"#)).unwrap()["sub"], "john");
+        assert_eq!(parse(c, true, &resp(200, r#"{"active":false}"#)), Err(TokenError::Inactive.into()));
+        assert_eq!(parse(c, true, &resp(401, r#"{"error":"invalid_client"}"#)), Err(Error::ClientRejected { method: "tls_client_auth" }));
+        assert_eq!(parse(c, true, &resp(200, "[]")), Err(BadAnswer::IntrospectionNotObject.into()));
+        assert_eq!(parse(c, true, &resp(502, "")), Err(Error::Idp(IdpFault::ServerError)));
+        assert!(parse(c, false, &resp(200, r#"{"active":false}"#)).is_ok());
+    }
+
+    #[test]
+    fn userinfo() {
+        let p = plan("");
+        let r = userinfo_request(&p.policy.client, &meta(), "tok").unwrap();
+        assert_eq!((r.cluster.as_str(), r.path.as_str(), r.method), ("idp", "/me", "GET"));
+        assert!(r.headers.iter().any(|(k, v)| *k == names::AUTHORIZATION && v.as_str() == "Bearer tok"));
+        assert!(parse_userinfo(1000, &resp(200, r#"{"sub":"john"}"#)).is_ok());
+        assert_eq!(parse_userinfo(1000, &resp(401, "")), Err(TokenError::UserinfoRejected.into()));
+    }
+}
