@@ -26,6 +26,8 @@ pub mod discovery;
 pub mod docs;
 pub mod error;
 pub mod header;
+#[cfg(test)]
+mod host_rules;
 pub mod idp;
 pub mod jwt;
 pub mod log;
