@@ -141,7 +141,7 @@ fn a_token_of_an_unknown_key_is_refused_never_let_through() {
     // key set is re-fetched by someone else would reach the upstream unchecked.
     let (_, jwks) = key("k1");
     let mut sim = sim(2, true, &jwks);
-    sim.run_for(KEYS_REFETCH_MIN_MS + 1_000);
+    sim.run_for(KEYS_REFETCH_MIN_MS + 3_000);
     let (forger, _) = key("k1");
     let ids: Vec<usize> = (0..8).map(|i| sim.request(i % 2, &bearer(&token(&forger, sim.now_ms)))).collect();
     let (unknown_kp, _) = key("nope");
@@ -150,8 +150,10 @@ fn a_token_of_an_unknown_key_is_refused_never_let_through() {
     for id in ids.into_iter().chain(unknown) {
         assert_eq!(status(&sim, id), 401, "request {id}: {:?}", sim.outcome(id));
     }
-    // the flood of unknown keys made at most one re-fetch per worker and its followers
-    assert!(sim.idp.hits(Purpose::Jwks) <= 1 + 2 * (1 + crate::core::docs::FOLLOWERS), "{}", sim.idp.hits(Purpose::Jwks));
+    // the unknown key made the set be fetched again, at most once per worker with the lease
+    // or as a bounded follower; nothing was let through meanwhile
+    let hits = sim.idp.hits(Purpose::Jwks);
+    assert!(hits >= 2 && hits <= 1 + 2 * (1 + crate::core::docs::FOLLOWERS), "{hits}");
     assert!(sim.violations.is_empty(), "{:?}", sim.violations);
 }
 
