@@ -49,8 +49,8 @@ class StandIn:
     from `routes` (path -> (status, body bytes or dict, content-type)), everything else 404.
 
     `discovery()` gives a well-formed document for this issuer to start from; tests replace
-    routes at any time (`standin.routes["/token"] = (500, b"oops", "text/plain")`) and read
-    `hits` (path -> count)."""
+    routes at any time (`standin.routes["/token"] = (500, b"oops", "text/plain")`), slow a
+    path down (`standin.delays["/jwks"] = 1.5`, seconds) and read `hits` (path -> count)."""
 
     def __init__(self, pki, *, jwks: dict | None = None) -> None:
         import http.server
@@ -58,6 +58,7 @@ class StandIn:
         import ssl
 
         self.routes: dict[str, tuple[int, object, str]] = {}
+        self.delays: dict[str, float] = {}
         self.hits: dict[str, int] = {}
         outer = self
 
@@ -70,6 +71,9 @@ class StandIn:
                     self.rfile.read(length)
                 path = self.path.split("?", 1)[0]
                 outer.hits[path] = outer.hits.get(path, 0) + 1
+                if path in outer.delays:
+                    import time
+                    time.sleep(outer.delays[path])
                 status, body, ctype = outer.routes.get(path, (404, b"not found", "text/plain"))
                 if isinstance(body, (dict, list)):
                     body = json.dumps(body).encode()

@@ -69,6 +69,12 @@ impl Policy {
     pub fn has(&self, m: AuthMethod) -> bool {
         self.methods.has(m)
     }
+
+    /// Whether a request reads many headers (sessions: up to nine), so that reading them
+    /// all with one host call is cheaper than one call each.
+    pub fn reads_many_headers(&self) -> bool {
+        self.sessions.is_some()
+    }
 }
 
 /// Default IdP call timeout, as Kong's `timeout`.

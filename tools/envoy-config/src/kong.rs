@@ -5,12 +5,18 @@
 //! decK (`plugins:` at the top level or under services, routes and consumers). Either way
 //! `config` carries every field of the schema, most of them `null` or at Kong's default.
 //!
-//! Fields this filter has are copied (Kong's lists become one value where the filter takes
-//! one); `null`s and Kong defaults equal to the filter's are dropped silently; fields the
-//! filter does not have are dropped and listed, with the reason, unless they are at Kong's
-//! default (then only `--verbose` lists them).
+//! Fields this filter has (its keys and their defaults come from
+//! `envoy_oidc::core::config::keys`) are copied, Kong's lists becoming one value where the
+//! filter takes one; `null`s and values equal to the filter's default are dropped silently.
+//! `FILTER_KEYS` lists the filter's keys translated otherwise. Fields the filter does not
+//! have are dropped and listed, with the reason, unless they are at Kong's default (then
+//! only `--verbose` lists them).
 
+use envoy_oidc::core::client_auth::ClientAuth;
+use envoy_oidc::core::config::keys;
 use serde_json::Value as Json;
+
+use crate::plugin::{client_auths, SSL_VERIFY_KEY};
 use serde_yaml_ng::{Mapping, Value};
 
 pub const PLUGIN_NAME: &str = "openid-connect";
@@ -195,12 +201,13 @@ pub struct Translation {
     pub context: Vec<String>,
 }
 
+/// What happens to one Kong field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rule {
-    /// Same name and meaning; copied unless null or empty.
+    /// A key of the filter ([`keys::key`]) with Kong's name and meaning: copied unless null,
+    /// or equal to the filter's default ([`keys::default_of`]; lists compared as sets), or
+    /// empty when the key has no default.
     Copy,
-    /// Same name and meaning; copied unless null or equal to this (Kong's default, which
-    /// is also this filter's).
-    CopyUnless(&'static str),
     /// A Kong list where this filter takes one value.
     First,
     /// Not supported: (Kong's default as JSON, reason).
@@ -231,51 +238,64 @@ const INTROSPECTION: &str = "introspection requests are plain RFC 7662 (token, t
 const USERINFO: &str = "userinfo requests are plain (Bearer token, JSON answer)";
 const NOT_HERE: &str = "no counterpart in this filter";
 
-fn rule(name: &str) -> Rule {
-    use Rule::*;
-    match name {
-        "issuer" | "auth_methods" | "scopes" | "bearer_token_param_type" | "password_param_type"
-        | "client_credentials_param_type" | "refresh_token_param_type" | "tls_client_auth_cert_id"
-        | "tls_client_auth_ssl_verify" | "ssl_verify" | "upstream_headers" | "client_jwk" | "principals"
-        | "token_exchange" | "proof_of_possession_mtls_from_header" => Special,
+/// Reason for fields neither Kong's schema (as this translator knows it) nor a key of the
+/// filter it copies.
+const UNKNOWN: &str = "unknown to this translator";
 
-        "client_id" | "client_secret" | "client_auth" | "client_alg" | "logout_redirect_uri" => First,
-
-        "token_endpoint_auth_method" | "introspection_endpoint_auth_method" | "revocation_endpoint_auth_method"
-        | "mtls_token_endpoint" | "mtls_introspection_endpoint" | "mtls_revocation_endpoint"
-        | "upstream_id_token_header" | "upstream_user_info_header" | "upstream_introspection_header"
-        | "upstream_headers_claims" | "upstream_headers_names" | "bearer_token_cookie_name" | "scopes_required"
-        | "audience_required" | "groups_required" | "roles_required" | "refresh_token_param_name"
-        | "downstream_refresh_token_header" | "redirect_uri" | "session_secret" | "session_cookie_domain"
-        | "session_cookie_secure" | "logout_uri_suffix" | "logout_query_arg" => Copy,
-
-        "timeout" => CopyUnless("10000"),
-        "cache_tokens" | "introspection_check_active" | "cache_introspection" | "session_cookie_http_only"
-        | "refresh_tokens" | "logout_revoke_access_token" | "logout_revoke_refresh_token" => CopyUnless("true"),
-        "hide_credentials" | "logout_revoke" => CopyUnless("false"),
-        "upstream_access_token_header" => CopyUnless(r#""authorization:bearer""#),
-        "leeway" => CopyUnless("0"),
-        "scopes_claim" => CopyUnless(r#"["scope"]"#),
-        "audience_claim" => CopyUnless(r#"["aud"]"#),
-        "groups_claim" => CopyUnless(r#"["groups"]"#),
-        "roles_claim" => CopyUnless(r#"["roles"]"#),
-        "proof_of_possession_mtls" => CopyUnless(r#""off""#),
-        "session_cookie_name" => CopyUnless(r#""session""#),
-        "session_cookie_path" => CopyUnless(r#""/""#),
-        "session_cookie_same_site" => CopyUnless(r#""Lax""#),
-        "session_idling_timeout" => CopyUnless("900"),
-        "session_rolling_timeout" => CopyUnless("3600"),
-        "session_absolute_timeout" => CopyUnless("86400"),
-        "authorization_cookie_name" => CopyUnless(r#""authorization""#),
-        "authorization_rolling_timeout" => CopyUnless("600"),
-        "logout_methods" => CopyUnless(r#"["POST","DELETE"]"#),
-
-        "cache_tokens_salt" | "redis" | "cluster_cache_redis" => Silent,
-
-        "logout_post_arg" => Ignore(
+/// The filter's keys ([`keys::KEYS`]) that are not simply copied ([`Rule::Copy`]). Every
+/// other key of the filter is copied; a key here that the filter no longer has fails the
+/// tests.
+const FILTER_KEYS: &[(&str, Rule)] = &[
+    // Kong's issuer may be the discovery URL.
+    ("issuer", Rule::Special),
+    // Narrowed to the methods this filter has and can run with the configuration at hand.
+    ("auth_methods", Rule::Special),
+    // An explicit [] is kept.
+    ("scopes", Rule::Special),
+    // `body` is dropped; only meaningful with a bearer method.
+    ("bearer_token_param_type", Rule::Special),
+    // Kong's lists (several clients); the filter has one.
+    ("client_id", Rule::First),
+    ("client_secret", Rule::First),
+    ("client_auth", Rule::First),
+    ("client_alg", Rule::First),
+    ("logout_redirect_uri", Rule::First),
+    // The filter has the key only to refuse it with this reason.
+    (
+        "logout_post_arg",
+        Rule::Ignore(
             "null",
             "Envoy gives a Wasm filter no request body before it decides; use logout_uri_suffix or logout_query_arg",
         ),
+    ),
+    // Not in Kong's schema: Envoy cluster names (filled in by the renderer) and the PEM key
+    // that replaces Kong's client_jwk.
+    ("idp_cluster", Rule::Ignore("null", UNKNOWN)),
+    ("tls_client_auth_cluster", Rule::Ignore("null", UNKNOWN)),
+    ("client_private_key", Rule::Ignore("null", UNKNOWN)),
+    ("client_private_key_id", Rule::Ignore("null", UNKNOWN)),
+];
+
+fn rule(name: &str) -> Rule {
+    if let Some((_, rule)) = FILTER_KEYS.iter().find(|(key, _)| *key == name) {
+        return *rule;
+    }
+    if keys::key(name).is_some() {
+        return Rule::Copy;
+    }
+    kong_only(name).unwrap_or(Rule::Ignore("null", UNKNOWN))
+}
+
+/// Kong fields the filter has no key for (`None`: not a Kong field this translator knows).
+fn kong_only(name: &str) -> Option<Rule> {
+    use Rule::*;
+    Some(match name {
+        "password_param_type" | "client_credentials_param_type" | "refresh_token_param_type"
+        | "tls_client_auth_cert_id" | "tls_client_auth_ssl_verify" | "ssl_verify" | "upstream_headers"
+        | "client_jwk" | "principals" | "token_exchange" | "proof_of_possession_mtls_from_header" => Special,
+
+        "cache_tokens_salt" | "redis" | "cluster_cache_redis" => Silent,
+
         "anonymous" => Ignore("null", "no anonymous consumer: a request that fails authentication gets 401/403"),
         "audience" => Ignore("null", "extra authorization request parameters are not supported"),
         "authenticated_groups_claim" | "by_username_ignore_case" | "consumer_by" | "consumer_claim"
@@ -389,8 +409,8 @@ fn rule(name: &str) -> Rule {
             Ignore("null", EXTRA)
         }
         "using_pseudo_issuer" => Ignore("false", "discovery at the issuer is required"),
-        _ => Ignore("null", "unknown to this translator"),
-    }
+        _ => return None,
+    })
 }
 
 /// Kong's default `auth_methods`.
@@ -436,14 +456,11 @@ pub fn translate(plugin: &Mapping) -> Result<Translation, String> {
             Rule::Special => {}
             Rule::Silent => t.defaults.push(name.to_string()),
             Rule::Copy => {
-                if nothing(&value) {
-                    t.defaults.push(name.to_string());
-                } else {
-                    t.config.insert(name.into(), value);
-                }
-            }
-            Rule::CopyUnless(default) => {
-                if value.is_null() || same(&value, default) {
+                let dropped = match keys::default_of(name) {
+                    Some(default) => value.is_null() || same(&value, default),
+                    None => nothing(&value),
+                };
+                if dropped {
                     t.defaults.push(name.to_string());
                 } else {
                     t.config.insert(name.into(), value);
@@ -529,9 +546,10 @@ fn special(kong: &Mapping, t: &mut Translation) -> Result<(), String> {
         }
     };
 
-    // scopes: Kong's ["openid"] is ours; an explicit [] is kept (no scope is requested).
+    // scopes: Kong's default (["openid"]) is ours; an explicit [] is kept (no scope is
+    // requested).
     match get("scopes") {
-        Some(v) if same(&v, r#"["openid"]"#) => t.defaults.push("scopes".into()),
+        Some(v) if at_default("scopes", &v) => t.defaults.push("scopes".into()),
         Some(v @ Value::Sequence(_)) => {
             t.config.insert("scopes".into(), v);
         }
@@ -544,7 +562,7 @@ fn special(kong: &Mapping, t: &mut Translation) -> Result<(), String> {
     // what this filter can do with the configuration at hand.
     let has_secret = t.config.get("session_secret").is_some();
     let has_redirect = t.config.get("redirect_uri").is_some();
-    let supported: Vec<&str> = envoy_oidc::core::config::AuthMethod::SUPPORTED
+    let supported: Vec<&str> = envoy_oidc::core::method::AuthMethod::SUPPORTED
         .iter()
         .map(|m| m.name())
         .collect();
@@ -617,13 +635,11 @@ fn special(kong: &Mapping, t: &mut Translation) -> Result<(), String> {
             if kept.len() != listed.len() {
                 t.adjusted.push("bearer_token_param_type: `body` dropped (a Wasm filter in Envoy decides on the request headers, before any body)".into());
             }
-            if kept.is_empty() || kept == ["header"] {
+            let kept = Value::Sequence(kept.iter().map(|s| s.as_str().into()).collect());
+            if nothing(&kept) || at_default("bearer_token_param_type", &kept) {
                 t.defaults.push("bearer_token_param_type".into());
             } else {
-                t.config.insert(
-                    "bearer_token_param_type".into(),
-                    Value::Sequence(kept.iter().map(|s| s.as_str().into()).collect()),
-                );
+                t.config.insert("bearer_token_param_type".into(), kept);
             }
         }
         // no bearer token is read: where from does not matter
@@ -667,15 +683,11 @@ fn special(kong: &Mapping, t: &mut Translation) -> Result<(), String> {
     } else {
         t.defaults.push("tls_client_auth_cert_id".into());
     }
-    match get("tls_client_auth_ssl_verify")
-        .as_ref()
-        .and_then(Value::as_bool)
-    {
+    match get(SSL_VERIFY_KEY).as_ref().and_then(Value::as_bool) {
         Some(false) => {
-            t.config
-                .insert("tls_client_auth_ssl_verify".into(), false.into());
+            t.config.insert(SSL_VERIFY_KEY.into(), false.into());
         }
-        _ => t.defaults.push("tls_client_auth_ssl_verify".into()),
+        _ => t.defaults.push(SSL_VERIFY_KEY.into()),
     }
     match get("ssl_verify").as_ref().and_then(Value::as_bool) {
         Some(false) => t.adjusted.push(
@@ -723,15 +735,7 @@ fn special(kong: &Mapping, t: &mut Translation) -> Result<(), String> {
     }
 
     // client_jwk: Kong's key for private_key_jwt. This filter takes a PEM.
-    let uses_pkjwt = [
-        "client_auth",
-        "token_endpoint_auth_method",
-        "introspection_endpoint_auth_method",
-        "revocation_endpoint_auth_method",
-    ]
-    .iter()
-    .filter_map(|k| t.config.get(*k).and_then(Value::as_str))
-    .any(|m| m == "private_key_jwt");
+    let uses_pkjwt = client_auths(&t.config).contains(&ClientAuth::PrivateKeyJwt);
     match get("client_jwk") {
         Some(v) if !nothing(&v) && uses_pkjwt => t.unsupported.push(
             "client_jwk: give the private key as PEM in client_private_key (and its kid in client_private_key_id)".into(),
@@ -806,6 +810,11 @@ fn same(v: &Value, default: &str) -> bool {
         return false;
     };
     norm(&v) == norm(&d)
+}
+
+/// `v` equals the filter's default for key `name` (false when it has none).
+fn at_default(name: &str, v: &Value) -> bool {
+    keys::default_of(name).is_some_and(|default| same(v, default))
 }
 
 fn norm(v: &Json) -> Json {
@@ -1224,5 +1233,65 @@ plugins:
             clean(&yaml("{a: 900.0, b: [1.5]}")),
             yaml("{a: 900, b: [1.5]}")
         );
+    }
+
+    fn translate_one(name: &str, value: &str) -> Result<Translation, String> {
+        let mut config: Mapping = serde_yaml_ng::from_str(r#"{"issuer": "https://i", "client_id": ["c"]}"#).unwrap();
+        config.insert(name.into(), serde_yaml_ng::from_str(value).unwrap());
+        let mut plugin = Mapping::new();
+        plugin.insert("name".into(), PLUGIN_NAME.into());
+        plugin.insert("config".into(), Value::Mapping(config));
+        translate(&plugin)
+    }
+
+    /// Every key of the filter is either copied or special-cased in `FILTER_KEYS`, and then
+    /// handled; the Kong-only table claims none of them.
+    #[test]
+    fn every_filter_key_is_classified_and_handled() {
+        for (name, _) in FILTER_KEYS {
+            assert!(keys::key(name).is_some(), "`{name}` in FILTER_KEYS is no longer a key of the filter");
+        }
+        for key in keys::KEYS {
+            let name = key.name;
+            let listed = FILTER_KEYS.iter().find(|(k, _)| *k == name).map(|(_, r)| *r);
+            let rule = rule(name);
+            assert!(
+                listed == Some(rule) || (listed.is_none() && rule == Rule::Copy),
+                "`{name}` is a key of the filter but neither copied nor in FILTER_KEYS: {rule:?}"
+            );
+            assert_eq!(
+                kong_only(name),
+                None,
+                "`{name}` is a key of the filter: take it out of kong_only (or list it in FILTER_KEYS)"
+            );
+            if let Some(default) = key.default {
+                serde_json::from_str::<Json>(default).unwrap_or_else(|e| panic!("`{name}`: default {default}: {e}"));
+            }
+            if name == "issuer" {
+                assert!(translate_one(name, "null").unwrap_err().contains("issuer"));
+                continue;
+            }
+            // null: handled, as a default
+            let t = translate_one(name, "null").unwrap();
+            assert!(t.defaults.iter().any(|d| d == name), "`{name}`: null not dropped: {t:?}");
+            assert!(t.config.get(name).is_none() && t.unsupported.is_empty(), "`{name}`: {t:?}");
+            // the filter's default: dropped
+            if let Some(default) = key.default {
+                let t = translate_one(name, default).unwrap();
+                assert!(t.config.get(name).is_none(), "`{name}`: its default {default} is kept: {t:?}");
+                assert!(t.defaults.iter().any(|d| d == name), "`{name}`: {t:?}");
+            }
+            let t = translate_one(name, "[__v]");
+            match rule {
+                Rule::Copy => assert_eq!(t.unwrap().config.get(name), Some(&yaml("[__v]")), "`{name}`"),
+                Rule::First => assert_eq!(t.unwrap().config.get(name), Some(&yaml("__v")), "`{name}`"),
+                Rule::Ignore(_, reason) => {
+                    let t = t.unwrap();
+                    assert!(t.config.get(name).is_none(), "`{name}`: {t:?}");
+                    assert!(t.unsupported.iter().any(|u| u.starts_with(name) && u.ends_with(reason)), "`{name}`: {t:?}");
+                }
+                Rule::Special | Rule::Silent => {}
+            }
+        }
     }
 }

@@ -100,10 +100,10 @@ pub fn check(
         }
     };
     let summary = serde_json::json!({
-        "issuer": plan.issuer,
-        "idp_cluster": plan.idp_cluster,
-        "tls_client_auth_cluster": plan.tls_client_auth_cluster,
-        "auth_methods": plan.auth_methods.iter().map(|m| m.name()).collect::<Vec<_>>(),
+        "issuer": plan.issuer.issuer,
+        "idp_cluster": plan.issuer.cluster,
+        "tls_client_auth_cluster": plan.policy.client.tls_client_auth_cluster,
+        "auth_methods": plan.policy.methods.iter().map(|m| m.name()).collect::<Vec<_>>(),
     });
     Ok((report, summary.to_string()))
 }
@@ -145,7 +145,7 @@ pub fn run_reporting(
 
     let meta = match &req.discovery {
         Some(bytes) => {
-            Some(Metadata::parse(&prepared.plan, bytes).map_err(|e| format!("--discovery: {e}"))?)
+            Some(Metadata::parse(&prepared.plan.issuer.issuer, bytes).map_err(|e| format!("--discovery: {e}"))?)
         }
         None => None,
     };
@@ -224,9 +224,9 @@ mod tests {
         let r = run(&request(kong::tests::ADMIN_API), false).unwrap();
         let b = parse(&r.bootstrap);
         let plan = embedded(&b);
-        assert_eq!(plan.client.id, "client-tls-auth");
-        assert_eq!(plan.idp_cluster, "idp");
-        assert_eq!(plan.tls_client_auth_cluster.as_deref(), Some("idp-mtls"));
+        assert_eq!(plan.policy.client.client.id, "client-tls-auth");
+        assert_eq!(plan.issuer.cluster, "idp");
+        assert_eq!(plan.policy.client.tls_client_auth_cluster.as_deref(), Some("idp-mtls"));
         let clusters = b["static_resources"]["clusters"].as_sequence().unwrap();
         let names: Vec<&str> = clusters
             .iter()

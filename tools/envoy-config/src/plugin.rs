@@ -1,7 +1,8 @@
 //! The plugin configuration that goes into the bootstrap: renderer-only keys taken out,
 //! Envoy cluster names filled in, and validated by the filter's own code.
 
-use envoy_oidc::core::config::Plan;
+use envoy_oidc::core::client_auth::ClientAuth;
+use envoy_oidc::core::config::{keys, Plan};
 use serde_yaml_ng::{Mapping, Value};
 
 /// Kong's `tls_client_auth_ssl_verify`: whether the cluster that presents the client
@@ -13,8 +14,8 @@ pub const SSL_VERIFY_KEY: &str = "tls_client_auth_ssl_verify";
 pub const DEFAULT_IDP_CLUSTER: &str = "idp";
 pub const DEFAULT_TLS_CLUSTER: &str = "idp-mtls";
 
-const TLS_METHODS: [&str; 2] = ["tls_client_auth", "self_signed_tls_client_auth"];
-const METHOD_KEYS: [&str; 4] = [
+/// The filter's keys that name a client authentication method.
+pub const CLIENT_AUTH_KEYS: [&str; 4] = [
     "client_auth",
     "token_endpoint_auth_method",
     "introspection_endpoint_auth_method",
@@ -35,27 +36,27 @@ pub struct Prepared {
 
 /// Whether the filter's configuration accepts `key` (false when it refuses it as unknown).
 pub fn filter_knows(key: &str) -> bool {
-    let probe =
-        format!("issuer: https://idp.example\nidp_cluster: idp\nclient_id: c\n{key}: true\n");
-    match Plan::parse(probe.as_bytes()) {
-        Ok(_) => true,
-        Err(e) => !e.0.contains(&format!("unknown field `{key}`")),
+    keys::key(key).is_some()
+}
+
+/// The client authentication methods `config` names (a Kong list counts each of its
+/// values); names the filter does not know are left out (it reports them itself).
+pub fn client_auths(config: &Mapping) -> Vec<ClientAuth> {
+    let mut out = Vec::new();
+    for key in CLIENT_AUTH_KEYS {
+        let names: Vec<&str> = match config.get(key) {
+            Some(Value::String(s)) => vec![s],
+            Some(Value::Sequence(items)) => items.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        out.extend(names.into_iter().filter_map(|n| ClientAuth::parse(key, n).ok()));
     }
+    out
 }
 
 /// Whether any client authentication method of `config` is a TLS one.
 pub fn uses_tls(config: &Mapping) -> bool {
-    METHOD_KEYS
-        .iter()
-        .filter_map(|k| config.get(*k))
-        .any(|v| match v {
-            Value::String(s) => TLS_METHODS.contains(&s.trim()),
-            Value::Sequence(items) => items
-                .iter()
-                .filter_map(Value::as_str)
-                .any(|s| TLS_METHODS.contains(&s.trim())),
-            _ => false,
-        })
+    client_auths(config).iter().any(|m| m.is_tls())
 }
 
 /// Prepares `config` (parsed from `verbatim`, when it came from the user as is).
@@ -143,6 +144,18 @@ mod tests {
     }
 
     #[test]
+    fn client_auth_keys_are_the_filters() {
+        for key in CLIENT_AUTH_KEYS {
+            assert!(filter_knows(key), "{key}");
+        }
+        assert!(!filter_knows("clinet_id"));
+        let c = map("client_auth: [tls_client_auth]\nrevocation_endpoint_auth_method: private_key_jwt\ntoken_endpoint_auth_method: nonsense\n");
+        assert_eq!(client_auths(&c), [ClientAuth::TlsClientAuth, ClientAuth::PrivateKeyJwt]);
+        assert!(uses_tls(&c));
+        assert!(!uses_tls(&map("client_auth: client_secret_basic\n")));
+    }
+
+    #[test]
     fn verbatim_when_nothing_changes() {
         let text = "# ours\nissuer: https://idp\nidp_cluster: idp\nclient_id: c\nauth_methods: [password]\n";
         let p = prepare(map(text), Some(text)).unwrap();
@@ -155,8 +168,8 @@ mod tests {
     fn cluster_names_are_filled_in() {
         let text = "issuer: https://idp\nclient_id: c\nclient_auth: [tls_client_auth]\n";
         let p = prepare(map(text), Some(text)).unwrap();
-        assert_eq!(p.plan.idp_cluster, "idp");
-        assert_eq!(p.plan.tls_client_auth_cluster.as_deref(), Some("idp-mtls"));
+        assert_eq!(p.plan.issuer.cluster, "idp");
+        assert_eq!(p.plan.policy.client.tls_client_auth_cluster.as_deref(), Some("idp-mtls"));
         assert_eq!(p.notes.len(), 2);
         assert!(
             p.text.starts_with(
@@ -171,7 +184,7 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(p.plan.tls_client_auth_cluster, None);
+        assert_eq!(p.plan.policy.client.tls_client_auth_cluster, None);
     }
 
     #[test]

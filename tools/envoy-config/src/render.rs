@@ -4,16 +4,17 @@
 //! The filter sends discovery and JWKS, and every call it does not authenticate with TLS,
 //! to `idp_cluster`; every call authenticated with `tls_client_auth` or
 //! `self_signed_tls_client_auth` to `tls_client_auth_cluster`, with `:authority` set to
-//! the endpoint's host (`envoy_oidc::core::discovery::Metadata::route`). A cluster connects
+//! the endpoint's host (`envoy_oidc::core::client_auth::ClientSettings::route`). A cluster connects
 //! to one host, so `idp_cluster` is the issuer's host and `tls_client_auth_cluster` the
 //! host of the TLS-authenticated endpoints: the configured `mtls_*_endpoint`, else the
 //! discovered `mtls_endpoint_aliases` (`--discovery`), else the plain endpoint, assumed on
 //! the issuer's host when no discovery document is given.
 
 use envoy_oidc::core::client_auth::ClientAuth;
-use envoy_oidc::core::config::{AuthMethod, Plan};
+use envoy_oidc::core::config::Plan;
 use envoy_oidc::core::discovery::{Metadata, Which};
 use envoy_oidc::core::idp::Endpoint;
+use envoy_oidc::core::method::AuthMethod;
 
 /// The system's CA bundle (Debian, Ubuntu, Alpine, the Envoy images) when `--idp-ca` is
 /// not given.
@@ -117,19 +118,20 @@ pub fn clusters(
     notes: &mut Vec<String>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<Cluster>, String> {
-    let (issuer, issuer_tls) = target(&plan.discovery)?;
+    let (issuer, issuer_tls) = target(&plan.issuer.discovery)?;
+    let client = &plan.policy.client;
     if !issuer_tls {
         warnings.push(format!(
             "the issuer `{}` is plain http: the IdP clusters have no TLS",
-            plan.issuer
+            plan.issuer.issuer
         ));
     }
-    let has = |m: AuthMethod| plan.has(m);
+    let has = |m: AuthMethod| plan.policy.has(m);
     let calls: [(Which, ClientAuth, Option<&Endpoint>, bool); 3] = [
         (
             Which::Token,
-            plan.token_auth,
-            plan.mtls.token.as_ref(),
+            client.token_auth,
+            client.mtls.token.as_ref(),
             has(AuthMethod::Password)
                 || has(AuthMethod::RefreshToken)
                 || has(AuthMethod::AuthorizationCode)
@@ -137,15 +139,15 @@ pub fn clusters(
         ),
         (
             Which::Introspection,
-            plan.introspection_auth,
-            plan.mtls.introspection.as_ref(),
+            client.introspection_auth,
+            client.mtls.introspection.as_ref(),
             has(AuthMethod::Introspection),
         ),
         (
             Which::Revocation,
-            plan.revocation_auth,
-            plan.mtls.revocation.as_ref(),
-            plan.logout.revoke,
+            client.revocation_auth,
+            client.mtls.revocation.as_ref(),
+            plan.policy.logout.revoke,
         ),
     ];
 
@@ -160,7 +162,7 @@ pub fn clusters(
         if auth.is_tls() {
             let (ep, how) = match (configured, meta) {
                 (Some(ep), _) => (Some(ep), "configured mtls_"),
-                (None, Some(m)) => (m.route(plan, which, auth).map(|(_, ep)| ep), "discovered "),
+                (None, Some(m)) => (client.route(m, which, auth).map(|(_, ep)| ep), "discovered "),
                 (None, None) => (None, ""),
             };
             let (addr, tls) = match ep {
@@ -178,7 +180,7 @@ pub fn clusters(
         } else {
             idp_carries.push(format!("{call} ({})", auth.name()));
             if let Some(ep) = meta
-                .and_then(|m| m.route(plan, which, auth))
+                .and_then(|m| client.route(m, which, auth))
                 .map(|(_, ep)| ep)
             {
                 off_issuer(ep, &issuer, "idp_cluster", warnings)?;
@@ -224,14 +226,14 @@ pub fn clusters(
     }
 
     let mut out = vec![Cluster {
-        name: plan.idp_cluster.clone(),
+        name: plan.issuer.cluster.clone(),
         target: issuer.clone(),
         tls: issuer_tls,
         client_cert: false,
         verify: true,
         carries: idp_carries,
     }];
-    match &plan.tls_client_auth_cluster {
+    match &client.tls_client_auth_cluster {
         None => {
             if has_client_cert {
                 warnings.push(
@@ -261,7 +263,7 @@ pub fn clusters(
             } else {
                 mtls.into_iter().map(|(_, _, w)| w).collect()
             };
-            if *name == plan.idp_cluster {
+            if *name == plan.issuer.cluster {
                 if addr != issuer {
                     return Err(format!(
                         "`idp_cluster` and `tls_client_auth_cluster` are both `{name}`, but the TLS-authenticated calls go to {}:{}, not the issuer's {}:{}: name two clusters",
@@ -403,7 +405,7 @@ pub fn bootstrap(
     if let Some(port) = opts.admin {
         o.line(0, &format!("#   admin    127.0.0.1:{port}"));
     }
-    o.line(0, &format!("#   IdP      {} (issuer)", plan.issuer));
+    o.line(0, &format!("#   IdP      {} (issuer)", plan.issuer.issuer));
     for c in clusters {
         o.line(
             0,
@@ -654,7 +656,7 @@ mod tests {
         let doc = format!(
             r#"{{"issuer":"https://idp.example.com","token_endpoint":"https://idp.example.com/token","introspection_endpoint":"https://idp.example.com/introspect","jwks_uri":"https://idp.example.com/jwks"{aliases}}}"#
         );
-        Metadata::parse(p, doc.as_bytes()).unwrap()
+        Metadata::parse(&p.issuer.issuer, doc.as_bytes()).unwrap()
     }
 
     fn opts() -> Options {
