@@ -15,9 +15,8 @@ use std::fmt;
 
 use base64::Engine;
 use jwt_simple::algorithms::{
-    ES256KeyPair, ES384KeyPair, ECDSAP256KeyPairLike, ECDSAP384KeyPairLike, HS256Key, HS384Key,
-    HS512Key, MACLike, PS256KeyPair, PS384KeyPair, PS512KeyPair, RS256KeyPair, RS384KeyPair,
-    RS512KeyPair, RSAKeyPairLike,
+    ECDSAP256KeyPairLike, ECDSAP384KeyPairLike, ES256KeyPair, ES384KeyPair, HS256Key, HS384Key, HS512Key, MACLike, PS256KeyPair,
+    PS384KeyPair, PS512KeyPair, RS256KeyPair, RS384KeyPair, RS512KeyPair, RSAKeyPairLike,
 };
 use jwt_simple::claims::{Audiences, JWTClaims, NoCustomClaims};
 use jwt_simple::prelude::Duration;
@@ -100,7 +99,15 @@ impl ClientSettings {
     }
 
     /// A form POST of `params` to `which`, authenticated with its configured method.
-    pub fn post(&self, meta: &Metadata, which: Which, purpose: Purpose, params: &[(&str, &str)], now: u64, jti: &str) -> Result<IdpCall, Error> {
+    pub fn post(
+        &self,
+        meta: &Metadata,
+        which: Which,
+        purpose: Purpose,
+        params: &[(&str, &str)],
+        now: u64,
+        jti: &str,
+    ) -> Result<IdpCall, Error> {
         self.post_with(meta, which, self.auth(which), purpose, params, now, jti)
     }
 
@@ -172,10 +179,7 @@ impl ClientAuth {
     }
 
     pub fn needs_secret(self) -> bool {
-        matches!(
-            self,
-            ClientAuth::ClientSecretBasic | ClientAuth::ClientSecretPost | ClientAuth::ClientSecretJwt
-        )
+        matches!(self, ClientAuth::ClientSecretBasic | ClientAuth::ClientSecretPost | ClientAuth::ClientSecretJwt)
     }
 }
 
@@ -208,11 +212,7 @@ impl Signer {
             "HS256" => Signer::Hs256(HS256Key::from_bytes(key)),
             "HS384" => Signer::Hs384(HS384Key::from_bytes(key)),
             "HS512" => Signer::Hs512(HS512Key::from_bytes(key)),
-            other => {
-                return Err(ConfigError(format!(
-                    "`client_alg`: `{other}` cannot sign client_secret_jwt (HS256, HS384, HS512)"
-                )))
-            }
+            other => return Err(ConfigError(format!("`client_alg`: `{other}` cannot sign client_secret_jwt (HS256, HS384, HS512)"))),
         })
     }
 
@@ -286,20 +286,15 @@ pub fn basic(id: &str, secret: &str) -> HeaderValue {
     let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     let raw = format!("{}:{}", enc(id), enc(secret));
     // Base64 and form encoding leave nothing a header value cannot hold.
-    HeaderValue::new(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))).unwrap_or_else(|_| HeaderValue::from(EMPTY))
+    HeaderValue::new(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)))
+        .unwrap_or_else(|_| HeaderValue::from(EMPTY))
 }
 
 const EMPTY: crate::core::header::Static = HeaderValue::from_static("");
 
 /// Credentials for `method`. `audience` is the token endpoint URL (RFC 7523 `aud`),
 /// `now` the time in seconds, `jti` a fresh random identifier.
-pub fn authenticate(
-    method: ClientAuth,
-    client: &Client,
-    audience: &str,
-    now: u64,
-    jti: &str,
-) -> Result<Credentials, Error> {
+pub fn authenticate(method: ClientAuth, client: &Client, audience: &str, now: u64, jti: &str) -> Result<Credentials, Error> {
     let mut c = Credentials::default();
     let secret = || client.secret.as_deref().ok_or(Internal::NoClientSecret);
     match method {
@@ -325,10 +320,7 @@ pub fn authenticate(
             };
             let jwt = signer.sign(claims).map_err(|_| Internal::SigningFailed)?;
             c.form.push(("client_id", client.id.clone()));
-            c.form.push((
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
-            ));
+            c.form.push(("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into()));
             c.form.push(("client_assertion", jwt));
         }
         ClientAuth::TlsClientAuth | ClientAuth::SelfSignedTlsClientAuth | ClientAuth::None => {
@@ -339,7 +331,14 @@ pub fn authenticate(
 }
 
 /// A form POST with the given credentials.
-pub fn form_post(purpose: Purpose, cluster: &str, endpoint: &Endpoint, timeout_ms: u64, params: &[(&str, &str)], creds: Credentials) -> IdpCall {
+pub fn form_post(
+    purpose: Purpose,
+    cluster: &str,
+    endpoint: &Endpoint,
+    timeout_ms: u64,
+    params: &[(&str, &str)],
+    creds: Credentials,
+) -> IdpCall {
     let mut form = form_urlencoded::Serializer::new(String::new());
     for (k, v) in params {
         form.append_pair(k, v);

@@ -38,12 +38,7 @@ fn token(v: &str) -> bool {
 }
 
 /// Finds a bearer token in the allowed places: header, then query, then cookie.
-pub fn bearer(
-    sources: &BearerSources,
-    authorization: Option<&str>,
-    path: Option<&str>,
-    cookie: Option<&str>,
-) -> Option<(String, Source)> {
+pub fn bearer(sources: &BearerSources, authorization: Option<&str>, path: Option<&str>, cookie: Option<&str>) -> Option<(String, Source)> {
     if sources.header {
         if let Some((scheme, token)) = authorization.map(str::trim).and_then(|v| v.split_once(' ')) {
             let token = token.trim();
@@ -104,9 +99,7 @@ pub fn basic(authorization: Option<&str>) -> Result<Option<Basic>, CredentialErr
     if !scheme.eq_ignore_ascii_case("basic") {
         return Ok(None);
     }
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(rest.trim())
-        .map_err(|_| CredentialError::BasicNotBase64)?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(rest.trim()).map_err(|_| CredentialError::BasicNotBase64)?;
     let text = String::from_utf8(raw).map_err(|_| CredentialError::BasicNotUtf8)?;
     let (user, password) = text.split_once(':').ok_or(CredentialError::BasicNoColon)?;
     if user.is_empty() {

@@ -68,8 +68,7 @@ impl Metadata {
     /// Parses and validates a discovery document for `issuer` (OIDC Discovery 4.3: the
     /// document's `issuer` must be identical to the configured one).
     pub fn parse(issuer: &str, body: &[u8]) -> Result<Metadata, String> {
-        let raw: RawMetadata =
-            serde_json::from_slice(body).map_err(|e| format!("discovery document is not valid JSON: {e}"))?;
+        let raw: RawMetadata = serde_json::from_slice(body).map_err(|e| format!("discovery document is not valid JSON: {e}"))?;
         let found = raw.issuer.ok_or("discovery document has no `issuer`")?;
         if found.trim_end_matches('/') != issuer.trim_end_matches('/') {
             let shown: String = found.chars().filter(|c| !c.is_control()).take(200).collect();
@@ -93,10 +92,7 @@ impl Metadata {
                 "mtls_endpoint_aliases.introspection_endpoint",
                 raw.mtls_endpoint_aliases.introspection_endpoint,
             )?,
-            mtls_revocation_endpoint: ep(
-                "mtls_endpoint_aliases.revocation_endpoint",
-                raw.mtls_endpoint_aliases.revocation_endpoint,
-            )?,
+            mtls_revocation_endpoint: ep("mtls_endpoint_aliases.revocation_endpoint", raw.mtls_endpoint_aliases.revocation_endpoint)?,
         })
     }
 

@@ -16,7 +16,8 @@ use crate::core::worker::TICK_MS;
 
 const ISS: &str = "https://idp.example.com";
 const T0: u64 = 1_800_000_000_000;
-const DOC: &str = r#"{"issuer":"https://idp.example.com","token_endpoint":"https://idp.example.com/token","jwks_uri":"https://idp.example.com/jwks"}"#;
+const DOC: &str =
+    r#"{"issuer":"https://idp.example.com","token_endpoint":"https://idp.example.com/token","jwks_uri":"https://idp.example.com/jwks"}"#;
 
 fn plan() -> Arc<Plan> {
     let text = format!("issuer: {ISS}\nidp_cluster: idp\ntls_client_auth_cluster: idp-mtls\nclient_id: gw\nclient_auth: tls_client_auth\nauth_methods: [bearer, password]\ntimeout: 1000\n");
@@ -101,7 +102,8 @@ fn a_request_before_the_first_tick_makes_its_own_calls_and_decides_in_its_own_co
     let (kp, jwks) = key("k1");
     let mut sim = sim(2, true, &jwks);
     // before any document is there: several requests on both workers at once
-    let ids: Vec<usize> = (0..6).map(|i| if i % 2 == 0 { sim.request(i % 2, &basic()) } else { sim.request(i % 2, &bearer(&token(&kp, T0))) }).collect();
+    let ids: Vec<usize> =
+        (0..6).map(|i| if i % 2 == 0 { sim.request(i % 2, &basic()) } else { sim.request(i % 2, &bearer(&token(&kp, T0))) }).collect();
     assert!(ids.iter().all(|id| status(&sim, *id) == 0), "each waits on a call of its own");
     sim.run_for(1_000);
     for id in ids {

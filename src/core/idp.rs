@@ -36,9 +36,7 @@ impl Endpoint {
             Some("https") | Some("http") => {}
             _ => return Err(format!("`{url}` must be an absolute http(s) URL")),
         }
-        let authority = uri
-            .authority()
-            .ok_or_else(|| format!("`{url}` has no host"))?;
+        let authority = uri.authority().ok_or_else(|| format!("`{url}` has no host"))?;
         if authority.as_str().contains('@') || authority.host().is_empty() {
             return Err(format!("`{url}` must not carry user info"));
         }
@@ -153,21 +151,16 @@ impl IdpResponse {
     pub fn failure(&self, timeout_ms: u64) -> Option<Failure> {
         let status = match self.status {
             // Envoy reports timeouts and resets alike; the elapsed time tells them apart.
-            None if self.elapsed_ms.saturating_add(50) >= timeout_ms => {
-                return Some(Failure::Timeout { elapsed_ms: self.elapsed_ms })
-            }
+            None if self.elapsed_ms.saturating_add(50) >= timeout_ms => return Some(Failure::Timeout { elapsed_ms: self.elapsed_ms }),
             None => return Some(Failure::Reset),
             Some(s) if s < 500 => return None,
             Some(s) => s,
         };
         // Envoy answers itself when it cannot reach the cluster: its text says why.
         let text = std::str::from_utf8(&self.body).unwrap_or("");
-        let from_envoy = text.starts_with("upstream connect error") || text == "no healthy upstream"
-            || text == "upstream request timeout";
+        let from_envoy = text.starts_with("upstream connect error") || text == "no healthy upstream" || text == "upstream request timeout";
         if !from_envoy {
-            return Some(if status == 504 { Failure::Timeout { elapsed_ms: self.elapsed_ms } } else {
-                Failure::ServerError(status)
-            });
+            return Some(if status == 504 { Failure::Timeout { elapsed_ms: self.elapsed_ms } } else { Failure::ServerError(status) });
         }
         Some(if text == "upstream request timeout" || status == 504 {
             Failure::Timeout { elapsed_ms: self.elapsed_ms }

@@ -12,8 +12,7 @@ use std::rc::Rc;
 
 use base64::Engine;
 use jwt_simple::algorithms::{
-    ECDSAP256PublicKeyLike, ECDSAP384PublicKeyLike, ES256PublicKey, ES384PublicKey, EdDSAPublicKeyLike,
-    Ed25519PublicKey,
+    ECDSAP256PublicKeyLike, ECDSAP384PublicKeyLike, ES256PublicKey, ES384PublicKey, Ed25519PublicKey, EdDSAPublicKeyLike,
 };
 use jwt_simple::claims::NoCustomClaims;
 use jwt_simple::common::VerificationOptions;
@@ -38,7 +37,11 @@ pub struct Expect<'a> {
 /// A verifying key for one algorithm.
 enum Verifier {
     /// RS* (`pss` false) or PS*; one prepared key shared by the algorithms of its JWK.
-    Rsa { key: Rc<rsa::PublicKey>, hash: Hash, pss: bool },
+    Rsa {
+        key: Rc<rsa::PublicKey>,
+        hash: Hash,
+        pss: bool,
+    },
     Es256(ES256PublicKey),
     Es384(ES384PublicKey),
     EdDsa(Ed25519PublicKey),
@@ -217,9 +220,7 @@ fn claims_hold(claims: &Claims, expect: &Expect<'_>) -> bool {
     let (Ok(Some(exp)), Ok(nbf), Ok(iat)) = (time("exp"), time("nbf"), time("iat")) else { return false };
     let (now, leeway) = (expect.now_secs, expect.leeway_secs);
     let latest = now.saturating_add(leeway);
-    let in_time = now <= exp.saturating_add(leeway)
-        && nbf.map_or(true, |n| n <= latest)
-        && iat.map_or(true, |i| i <= latest);
+    let in_time = now <= exp.saturating_add(leeway) && nbf.map_or(true, |n| n <= latest) && iat.map_or(true, |i| i <= latest);
     let issuer = claims.get("iss").and_then(|i| i.as_str()) == Some(expect.issuer);
     let audience = expect.audience.map_or(true, |want| match claims.get("aud") {
         Some(serde_json::Value::String(a)) => a == want,
@@ -262,9 +263,7 @@ fn build(k: &RawJwk, alg: &'static str, rsa_key: &mut Option<Option<Rc<rsa::Publ
                 Verifier::Es384(ES384PublicKey::from_bytes(&point).ok()?)
             })
         }
-        ("OKP", "EdDSA") if k.crv.as_deref() == Some("Ed25519") => {
-            Some(Verifier::EdDsa(Ed25519PublicKey::from_bytes(&b64(&k.x)?).ok()?))
-        }
+        ("OKP", "EdDSA") if k.crv.as_deref() == Some("Ed25519") => Some(Verifier::EdDsa(Ed25519PublicKey::from_bytes(&b64(&k.x)?).ok()?)),
         _ => None,
     }
 }
@@ -323,7 +322,10 @@ mod tests {
     }
 
     fn claims(exp_in: i64) -> JWTClaims<serde_json::Value> {
-        let mut c = jwt_simple::prelude::Claims::with_custom_claims(serde_json::json!({"scope": "api:read"}), jwt_simple::prelude::Duration::from_secs(60));
+        let mut c = jwt_simple::prelude::Claims::with_custom_claims(
+            serde_json::json!({"scope": "api:read"}),
+            jwt_simple::prelude::Duration::from_secs(60),
+        );
         c.issued_at = Some(jwt_simple::prelude::Duration::from_secs(now()));
         c.invalid_before = None;
         c.expires_at = Some(jwt_simple::prelude::Duration::from_secs((now() as i64 + exp_in) as u64));

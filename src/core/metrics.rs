@@ -4,8 +4,8 @@
 //! adapter defines one Envoy metric per name in [`Metrics::names`] and publishes the
 //! accumulated deltas on its timer. Every name starts with [`PREFIX`].
 
-use crate::core::method::AuthMethod;
 use crate::core::idp::{IdpResponse, Purpose};
+use crate::core::method::AuthMethod;
 
 /// The common prefix of every metric (Envoy shows them under `wasmcustom.`, in Prometheus
 /// as `oidc_…`).

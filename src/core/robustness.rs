@@ -29,8 +29,29 @@ impl Rng {
     /// A string built from fragments that mean something to the parsers, and noise.
     fn text(&mut self) -> String {
         const BITS: [&str; 24] = [
-            "Bearer ", "Basic ", "eyJ", ".", "=", ";", " ", "session=", "session_2=", "2.", "16.", "authorization=",
-            "access_token=", "&", "?", "/callback", "code=", "state=", "error=", "%", "\u{fffd}", "\u{0}", "am9objpkb2U=",
+            "Bearer ",
+            "Basic ",
+            "eyJ",
+            ".",
+            "=",
+            ";",
+            " ",
+            "session=",
+            "session_2=",
+            "2.",
+            "16.",
+            "authorization=",
+            "access_token=",
+            "&",
+            "?",
+            "/callback",
+            "code=",
+            "state=",
+            "error=",
+            "%",
+            "\u{fffd}",
+            "\u{0}",
+            "am9objpkb2U=",
             "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
         ];
         let n = self.next() % 12;
@@ -107,7 +128,11 @@ fn random_requests_and_idp_answers_never_panic() {
 fn random_configuration_documents_never_panic() {
     let mut rng = Rng(42);
     for _ in 0..2000 {
-        let doc = format!("issuer: https://idp\nidp_cluster: idp\n{}: {}\n", rng.pick(&["client_auth", "scopes", "timeout", "redirect_uri", "session_secret", "leeway", "roles_claim"]), rng.text());
+        let doc = format!(
+            "issuer: https://idp\nidp_cluster: idp\n{}: {}\n",
+            rng.pick(&["client_auth", "scopes", "timeout", "redirect_uri", "session_secret", "leeway", "roles_claim"]),
+            rng.text()
+        );
         let _ = Plan::parse(doc.as_bytes());
         let _ = Plan::parse(rng.text().as_bytes());
     }
@@ -121,7 +146,9 @@ fn random_idp_documents_never_panic() {
         let t = rng.text();
         let _ = Metadata::parse(&plan.issuer.issuer, t.as_bytes());
         let _ = KeySet::parse(t.as_bytes());
-        let _ = KeySet::parse(format!(r#"{{"keys":[{{"kty":"RSA","n":"{t}","e":"AQAB"}},{{"kty":"EC","crv":"P-256","x":"{t}","y":"{t}"}}]}}"#).as_bytes());
+        let _ = KeySet::parse(
+            format!(r#"{{"keys":[{{"kty":"RSA","n":"{t}","e":"AQAB"}},{{"kty":"EC","crv":"P-256","x":"{t}","y":"{t}"}}]}}"#).as_bytes(),
+        );
     }
 }
 

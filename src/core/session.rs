@@ -231,11 +231,7 @@ fn chunk_index(suffix: &str) -> Option<usize> {
 
 /// Whether `cookie` is one of the filter's cookies (`name`, `name_N`).
 pub fn is_own(cookie: &str, name: &str) -> bool {
-    cookie == name
-        || cookie
-            .strip_prefix(name)
-            .and_then(|r| r.strip_prefix('_'))
-            .is_some_and(|n| n.parse::<usize>().is_ok())
+    cookie == name || cookie.strip_prefix(name).and_then(|r| r.strip_prefix('_')).is_some_and(|n| n.parse::<usize>().is_ok())
 }
 
 #[cfg(test)]

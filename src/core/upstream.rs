@@ -7,10 +7,10 @@ use std::rc::Rc;
 use base64::Engine;
 
 use crate::core::claims::{self, Claims};
+use crate::core::cookies;
 use crate::core::credentials::{self, Source};
 use crate::core::error::ConfigError;
 use crate::core::header::{names, HeaderName, HeaderValue};
-use crate::core::cookies;
 use crate::core::reply::Forward;
 
 /// How a token is handed upstream (Kong's `name[:bearer]` notation).
@@ -138,10 +138,8 @@ pub fn forward(
         Presented::RefreshToken => f.remove.push(up.refresh_token_header.clone()),
         Presented::Bearer(Source::Header) if up.hide_credentials => f.remove.push(names::AUTHORIZATION),
         Presented::Bearer(Source::Query) if up.hide_credentials => {
-            f.set_path = original
-                .path
-                .as_deref()
-                .and_then(|p| HeaderValue::new(credentials::without_query_param(p, credentials::QUERY_PARAM)).ok());
+            f.set_path =
+                original.path.as_deref().and_then(|p| HeaderValue::new(credentials::without_query_param(p, credentials::QUERY_PARAM)).ok());
         }
         Presented::Bearer(_) | Presented::Session => {}
     }
@@ -169,7 +167,8 @@ pub fn forward(
     if let (Some(h), Some(t)) = (&up.id_token, &identity.id_token) {
         set(&h.name, h.value(t));
     }
-    let b64 = |c: &Claims| HeaderValue::new(base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(c).unwrap_or_default())).ok();
+    let b64 =
+        |c: &Claims| HeaderValue::new(base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(c).unwrap_or_default())).ok();
     if let (Some(h), Some(u)) = (&up.user_info, &identity.user_info) {
         set(h, b64(u));
     }
@@ -194,7 +193,11 @@ mod tests {
     use crate::core::config::Plan;
 
     fn plan(extra: &str) -> Plan {
-        Plan::parse(format!("issuer: https://i\nidp_cluster: idp\nclient_id: c\nauth_methods: [bearer, password, refresh_token]\n{extra}").as_bytes()).unwrap()
+        Plan::parse(
+            format!("issuer: https://i\nidp_cluster: idp\nclient_id: c\nauth_methods: [bearer, password, refresh_token]\n{extra}")
+                .as_bytes(),
+        )
+        .unwrap()
     }
 
     fn fwd(p: &Plan, presented: Presented, orig: &Original, rt: Option<&str>) -> Forward {
@@ -251,7 +254,8 @@ mod tests {
 
     #[test]
     fn hide_credentials() {
-        let orig = Original { path: Some("/a?access_token=AT&x=1".into()), cookie: Some("k=v; at=AT".into()), canonical_bearer_header: false };
+        let orig =
+            Original { path: Some("/a?access_token=AT&x=1".into()), cookie: Some("k=v; at=AT".into()), canonical_bearer_header: false };
         let p = plan("hide_credentials: true\nbearer_token_param_type: [query, cookie]\nbearer_token_cookie_name: at\nupstream_access_token_header: x-token\n");
         let f = fwd(&p, Presented::Bearer(Source::Query), &orig, None);
         assert_eq!(f.set_path.as_ref().map(HeaderValue::as_str), Some("/a?x=1"));

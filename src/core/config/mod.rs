@@ -190,8 +190,10 @@ fn client(raw: &mut Raw, methods: Methods, docs: &DocsSettings) -> Result<Client
     let parse_auth = |key: &str, v: Option<String>| v.map(|m| ClientAuth::parse(key, &m)).transpose();
     let client_auth = parse_auth("client_auth", single(raw.client_auth.take(), "client_auth")?)?;
     let default = if secret.is_some() { ClientAuth::ClientSecretBasic } else { ClientAuth::None };
-    let token_auth = parse_auth("token_endpoint_auth_method", raw.token_endpoint_auth_method.take())?.unwrap_or(client_auth.unwrap_or(default));
-    let introspection_auth = parse_auth("introspection_endpoint_auth_method", raw.introspection_endpoint_auth_method.take())?.unwrap_or(token_auth);
+    let token_auth =
+        parse_auth("token_endpoint_auth_method", raw.token_endpoint_auth_method.take())?.unwrap_or(client_auth.unwrap_or(default));
+    let introspection_auth =
+        parse_auth("introspection_endpoint_auth_method", raw.introspection_endpoint_auth_method.take())?.unwrap_or(token_auth);
     let revocation_auth = parse_auth("revocation_endpoint_auth_method", raw.revocation_endpoint_auth_method.take())?.unwrap_or(token_auth);
     let tls_client_auth_cluster = raw.tls_client_auth_cluster.take().map(|c| non_empty("tls_client_auth_cluster", &c)).transpose()?;
     let needs_client = methods.iter().any(|m| m != AuthMethod::ClientCredentials);
@@ -305,7 +307,9 @@ fn pop(v: &str) -> Result<Pop, ConfigError> {
 
 fn sessions(raw: &Raw) -> Result<SessionSettings, ConfigError> {
     let Some(secret) = raw.session_secret.as_deref().filter(|s| !s.is_empty()) else {
-        return ConfigError::err("`session_secret` is required with the session and authorization_code methods (every worker and Envoy must share it)");
+        return ConfigError::err(
+            "`session_secret` is required with the session and authorization_code methods (every worker and Envoy must share it)",
+        );
     };
     if secret.len() < 16 {
         return ConfigError::err("`session_secret` must be at least 16 characters");

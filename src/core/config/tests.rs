@@ -14,10 +14,9 @@ fn msg(extra: &str) -> String {
 
 #[test]
 fn kong_style_mtls_config() {
-    let p = parse(
-        "client_id: client-tls-auth\nclient_auth: tls_client_auth\ntls_client_auth_cluster: idp-mtls\nauth_methods: [password]\n",
-    )
-    .unwrap();
+    let p =
+        parse("client_id: client-tls-auth\nclient_auth: tls_client_auth\ntls_client_auth_cluster: idp-mtls\nauth_methods: [password]\n")
+            .unwrap();
     assert_eq!(p.policy.client.token_auth, ClientAuth::TlsClientAuth);
     assert_eq!(p.policy.client.introspection_auth, ClientAuth::TlsClientAuth);
     assert_eq!(p.policy.client.cluster_for(p.policy.client.token_auth), "idp-mtls");
@@ -90,7 +89,8 @@ fn bad_values_name_the_key() {
     assert!(msg("client_id: c\nauth_methods: [authorization_code]\nsession_secret: 0123456789abcdef\n").contains("redirect_uri"));
     assert!(msg("client_id: c\nauth_methods: [session]\n").contains("session_secret"));
     assert!(msg("client_id: c\nauth_methods: [session]\nsession_secret: short\n").contains("session_secret"));
-    assert!(msg("client_id: c\nauth_methods: [session]\nsession_secret: 0123456789abcdef\nsession_cookie_same_site: lax\n").contains("session_cookie_same_site"));
+    assert!(msg("client_id: c\nauth_methods: [session]\nsession_secret: 0123456789abcdef\nsession_cookie_same_site: lax\n")
+        .contains("session_cookie_same_site"));
     assert!(msg("client_id: c\nlogout_methods: [CONNECT]\n").contains("logout_methods"));
     assert!(msg("client_id: c\nlogout_post_arg: logout\n").contains("logout_post_arg"));
     assert!(msg("client_id: c\nmtls_token_endpoint: token\n").contains("mtls_token_endpoint"));
@@ -144,7 +144,10 @@ fn api_token_keys() {
     assert_eq!(p.policy.leeway, 30);
     assert_eq!(p.policy.rules.len(), 2);
     assert_eq!(p.policy.rules[1].claim, vec!["realm_access".to_string(), "roles".to_string()]);
-    assert_eq!(p.policy.upstream.claims, vec![("sub".into(), HeaderName::new("x-user").unwrap()), ("email".into(), HeaderName::new("x-email").unwrap())]);
+    assert_eq!(
+        p.policy.upstream.claims,
+        vec![("sub".into(), HeaderName::new("x-user").unwrap()), ("email".into(), HeaderName::new("x-email").unwrap())]
+    );
     assert_eq!(p.policy.pop, Pop::Strict);
     assert!(p.policy.upstream.hide_credentials);
     let names: Vec<&str> = p.policy.upstream.names().map(HeaderName::as_str).collect();

@@ -53,7 +53,11 @@ pub fn local_path(uri: &str) -> String {
     let safe = bytes.first() == Some(&b'/')
         && !matches!(bytes.get(1), Some(b'/') | Some(b'\\'))
         && !uri.chars().any(|c| c.is_control() || c == '\\');
-    if safe { uri.to_string() } else { "/".to_string() }
+    if safe {
+        uri.to_string()
+    } else {
+        "/".to_string()
+    }
 }
 
 impl std::fmt::Debug for Pending {
@@ -156,13 +160,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Validates an ID token from the code exchange.
 pub fn validate_id_token(login: &LoginSettings, keys: &KeySet, id_token: &str, nonce: &str, now_secs: u64) -> Result<Claims, LoginError> {
-    let expect = Expect {
-        issuer: &login.issuer,
-        audience: Some(&login.client_id),
-        nonce: Some(nonce),
-        leeway_secs: login.leeway,
-        now_secs,
-    };
+    let expect =
+        Expect { issuer: &login.issuer, audience: Some(&login.client_id), nonce: Some(nonce), leeway_secs: login.leeway, now_secs };
     let claims = keys.verify_with(id_token, &expect).map_err(|_| LoginError::BadIdToken)?;
     // OIDC Core 2: `sub` and `iat` are required.
     if !claims.get("sub").and_then(|s| s.as_str()).is_some_and(|s| !s.is_empty()) {
@@ -247,9 +246,18 @@ mod tests {
         assert!(callback(&p, "/other?code=x").is_none());
         let cb = callback(&p, "/cb2?code=c&state=s").unwrap();
         assert_eq!(check_callback(&cb, Some(Pending { state: "s".into(), ..pending() }), "https://idp").unwrap().0, "c");
-        let mixed = Callback { iss: Some("https://evil".into()), ..Callback { code: Some("c".into()), state: Some("s".into()), ..Default::default() } };
-        assert_eq!(check_callback(&mixed, Some(Pending { state: "s".into(), ..pending() }), "https://idp").unwrap_err(), LoginError::OtherIssuer);
-        let ours = Callback { iss: Some("https://idp/".into()), ..Callback { code: Some("c".into()), state: Some("s".into()), ..Default::default() } };
+        let mixed = Callback {
+            iss: Some("https://evil".into()),
+            ..Callback { code: Some("c".into()), state: Some("s".into()), ..Default::default() }
+        };
+        assert_eq!(
+            check_callback(&mixed, Some(Pending { state: "s".into(), ..pending() }), "https://idp").unwrap_err(),
+            LoginError::OtherIssuer
+        );
+        let ours = Callback {
+            iss: Some("https://idp/".into()),
+            ..Callback { code: Some("c".into()), state: Some("s".into()), ..Default::default() }
+        };
         assert!(check_callback(&ours, Some(Pending { state: "s".into(), ..pending() }), "https://idp").is_ok());
         assert_eq!(check_callback(&cb, None, "https://idp").unwrap_err(), LoginError::NoLoginInProgress);
         assert_eq!(check_callback(&cb, Some(pending()), "https://idp").unwrap_err(), LoginError::StateMismatch);

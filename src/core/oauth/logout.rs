@@ -51,7 +51,14 @@ impl LogoutSettings {
 }
 
 /// RFC 7009 revocation of `token`.
-pub fn revocation_request(client: &ClientSettings, meta: &Metadata, token: &str, hint: &str, now_secs: u64, jti: &str) -> Result<IdpCall, Error> {
+pub fn revocation_request(
+    client: &ClientSettings,
+    meta: &Metadata,
+    token: &str,
+    hint: &str,
+    now_secs: u64,
+    jti: &str,
+) -> Result<IdpCall, Error> {
     let params = [("token", token), ("token_type_hint", hint)];
     client.post(meta, Which::Revocation, Purpose::Revocation, &params, now_secs, jti)
 }
@@ -95,7 +102,8 @@ mod tests {
         let meta = Metadata::parse("https://idp", br#"{"issuer":"https://idp","end_session_endpoint":"https://idp/session/end"}"#).unwrap();
         let url = l.after("web", Some(&meta), Some("IDT")).unwrap();
         assert!(
-            url.as_str().starts_with("https://idp/session/end?id_token_hint=IDT&post_logout_redirect_uri=http%3A%2F%2F127.0.0.1%3A8000%2Fbye"),
+            url.as_str()
+                .starts_with("https://idp/session/end?id_token_hint=IDT&post_logout_redirect_uri=http%3A%2F%2F127.0.0.1%3A8000%2Fbye"),
             "{}",
             url.as_str()
         );

@@ -140,11 +140,12 @@ struct OAuthError {
 pub fn parse_token_response(grant: &Grant, auth: ClientAuth, resp: &IdpResponse, timeout_ms: u64) -> Result<TokenSet, Error> {
     let status = resp.answered(timeout_ms)?;
     if status == 200 {
-        let tokens: TokenSet = serde_json::from_slice(&resp.body).map_err(|_| match serde_json::from_slice::<serde_json::Value>(&resp.body) {
-            Ok(serde_json::Value::Object(o)) if !o.contains_key("access_token") => BadAnswer::NoAccessToken,
-            Ok(_) => BadAnswer::NotATokenSet,
-            Err(_) => BadAnswer::TokenNotJson,
-        })?;
+        let tokens: TokenSet =
+            serde_json::from_slice(&resp.body).map_err(|_| match serde_json::from_slice::<serde_json::Value>(&resp.body) {
+                Ok(serde_json::Value::Object(o)) if !o.contains_key("access_token") => BadAnswer::NoAccessToken,
+                Ok(_) => BadAnswer::NotATokenSet,
+                Err(_) => BadAnswer::TokenNotJson,
+            })?;
         if tokens.access_token.is_empty() {
             return Err(BadAnswer::EmptyAccessToken.into());
         }
@@ -185,10 +186,7 @@ pub fn parse_token_response(grant: &Grant, auth: ClientAuth, resp: &IdpResponse,
 
 /// OAuth error codes are `%x20-21 / %x23-5B / %x5D-7E`; keep anything else out of answers.
 fn sanitize(code: &str) -> String {
-    code.chars()
-        .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\')
-        .take(64)
-        .collect()
+    code.chars().filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\').take(64).collect()
 }
 
 #[cfg(test)]
@@ -200,7 +198,8 @@ mod tests {
     const SCOPE: &str = "openid profile";
 
     fn plan(extra: &str) -> Plan {
-        Plan::parse(format!("issuer: https://idp\nidp_cluster: idp\nclient_id: cid\nscopes: [openid, profile]\n{extra}").as_bytes()).unwrap()
+        Plan::parse(format!("issuer: https://idp\nidp_cluster: idp\nclient_id: cid\nscopes: [openid, profile]\n{extra}").as_bytes())
+            .unwrap()
     }
 
     fn meta(_: &Plan) -> Metadata {
@@ -263,7 +262,8 @@ mod tests {
     fn token_responses_map_to_errors_a_user_can_act_on() {
         let g = john();
         let t = ClientAuth::TlsClientAuth;
-        let ok = parse_token_response(&g, t, &resp(Some(200), r#"{"access_token":"at","token_type":"Bearer","expires_in":60}"#, 1), 1000).unwrap();
+        let ok = parse_token_response(&g, t, &resp(Some(200), r#"{"access_token":"at","token_type":"Bearer","expires_in":60}"#, 1), 1000)
+            .unwrap();
         assert_eq!((ok.access_token.as_str(), ok.expires_in), ("at", Some(60)));
         let e = |s, b: &str, el| parse_token_response(&g, t, &resp(s, b, el), 1000).unwrap_err();
         assert_eq!(e(Some(400), r#"{"error":"invalid_grant"}"#, 1), Error::InvalidCredentials);
@@ -280,7 +280,10 @@ mod tests {
         assert_eq!(e(Some(200), r#"{"access_token":"x","token_type":"mac"}"#, 1), BadAnswer::NotBearer.into());
         assert_eq!(e(Some(302), "", 1), BadAnswer::UnexpectedStatus.into());
         let cc = Grant::ClientCredentials(Basic { user: "a".into(), password: "b".into() });
-        assert_eq!(parse_token_response(&cc, t, &resp(Some(401), r#"{"error":"invalid_client"}"#, 1), 1000).unwrap_err(), Error::InvalidCredentials);
+        assert_eq!(
+            parse_token_response(&cc, t, &resp(Some(401), r#"{"error":"invalid_client"}"#, 1), 1000).unwrap_err(),
+            Error::InvalidCredentials
+        );
     }
 
     #[test]
@@ -304,7 +307,8 @@ mod tests {
 
     #[test]
     fn idp_error_codes_are_sanitized() {
-        let e = parse_token_response(&john(), ClientAuth::None, &resp(Some(400), r#"{"error":"bad\"<script>\u0001"}"#, 1), 1000).unwrap_err();
+        let e =
+            parse_token_response(&john(), ClientAuth::None, &resp(Some(400), r#"{"error":"bad\"<script>\u0001"}"#, 1), 1000).unwrap_err();
         assert_eq!(e, Error::IdpRefused { error: "bad<script>".into() });
     }
 

@@ -11,8 +11,8 @@ use crate::core::docs::{Fetch, Need, Refetch};
 use crate::core::error::{Error, IdpFault, TokenError};
 use crate::core::idp::IdpResponse;
 use crate::core::jwt::{self, KeySet};
-use crate::core::metrics::Method;
 use crate::core::method::AuthMethod;
+use crate::core::metrics::Method;
 use crate::core::oauth::introspection;
 use crate::core::upstream::{Identity, Presented};
 
@@ -20,7 +20,13 @@ use super::{Cx, KeysFor, Next, Request, State, Then};
 
 impl Request {
     /// A bearer token was found: the method that checks it.
-    pub(super) fn bearer_credential(&mut self, p: &Policy, authorization: Option<&str>, token: String, source: Source) -> Result<Then, Error> {
+    pub(super) fn bearer_credential(
+        &mut self,
+        p: &Policy,
+        authorization: Option<&str>,
+        token: String,
+        source: Source,
+    ) -> Result<Then, Error> {
         let is_jwt = jwt::looks_like_jwt(&token);
         self.original.canonical_bearer_header =
             source == Source::Header && authorization.and_then(|a| a.strip_prefix("Bearer ")) == Some(token.as_str());
@@ -151,7 +157,8 @@ impl Request {
         match introspection::parse_userinfo(cx.policy.timeout_ms, resp) {
             Ok(info) => {
                 let info = Rc::new(info);
-                let identity = Identity { access_token: self.token.clone(), claims: info.clone(), user_info: Some(info), ..Default::default() };
+                let identity =
+                    Identity { access_token: self.token.clone(), claims: info.clone(), user_info: Some(info), ..Default::default() };
                 self.finish(cx, &identity, None, Vec::new())
             }
             Err(e) => self.deny(cx, e),

@@ -7,8 +7,8 @@ use std::rc::Rc;
 use crate::core::claims::Claims;
 use crate::core::idp::IdpResponse;
 use crate::core::jwt;
-use crate::core::metrics::Method;
 use crate::core::method::AuthMethod;
+use crate::core::metrics::Method;
 use crate::core::oauth::token::{self, Grant};
 use crate::core::upstream::Identity;
 

@@ -4,14 +4,14 @@
 //! loop.
 
 use crate::core::challenge;
+use crate::core::docs::Need;
 use crate::core::error::{Error, LoginError};
 use crate::core::header::Headers;
 use crate::core::idp::IdpResponse;
-use crate::core::metrics::Method;
 use crate::core::method::AuthMethod;
+use crate::core::metrics::Method;
 use crate::core::oauth::authorize::{self, Pending};
 use crate::core::oauth::token;
-use crate::core::docs::Need;
 use crate::core::reply::{set_cookie, Reply};
 use crate::core::session::Session;
 

@@ -39,15 +39,15 @@ use crate::core::cache::{self, Cache};
 use crate::core::challenge;
 use crate::core::claims::{self, Claims};
 use crate::core::config::Policy;
-use crate::core::docs::store::Store;
 use crate::core::discovery::Metadata;
+use crate::core::docs::store::Store;
 use crate::core::docs::{Docs, Fetch, Need};
 use crate::core::error::Error;
 use crate::core::header::Headers;
 use crate::core::idp::{IdpCall, IdpResponse, Purpose};
 use crate::core::log::{Level, Log};
-use crate::core::metrics::{Method, Metrics, Outcome};
 use crate::core::method::AuthMethod;
+use crate::core::metrics::{Method, Metrics, Outcome};
 use crate::core::oauth::authorize::Pending;
 use crate::core::oauth::token::Grant;
 use crate::core::pop;
@@ -182,9 +182,16 @@ enum State {
     #[default]
     New,
     /// Its own discovery fetch, then `then`.
-    Discovery { fetch: Fetch, then: Then },
+    Discovery {
+        fetch: Fetch,
+        then: Then,
+    },
     /// Its own key set fetch; `refetch` when the set it had lacked the token's key.
-    Jwks { fetch: Fetch, then: KeysFor, refetch: bool },
+    Jwks {
+        fetch: Fetch,
+        then: KeysFor,
+        refetch: bool,
+    },
     Introspection,
     Userinfo,
     /// A password, client credentials or refresh token grant.
@@ -207,7 +214,9 @@ enum Then {
     Userinfo,
     Grant(Grant),
     /// Redirect a browser to the IdP (`clear`: cookies of a dead session to expire).
-    Login { clear: Headers },
+    Login {
+        clear: Headers,
+    },
     Code(Code),
     Refresh(Session),
     Revoke(Revoking),
@@ -291,7 +300,8 @@ impl Request {
         if sessions {
             let https = req.header("x-forwarded-proto").or_else(|| req.header(":scheme"));
             self.https = https.is_some_and(|s| s.eq_ignore_ascii_case("https"));
-            self.browser = crate::core::oauth::authorize::is_browser(req.header("accept").as_deref(), req.header("x-requested-with").as_deref());
+            self.browser =
+                crate::core::oauth::authorize::is_browser(req.header("accept").as_deref(), req.header("x-requested-with").as_deref());
             let method = req.header(":method");
             if let Some(next) = self.start_browser(cx, method.as_deref().unwrap_or("GET")) {
                 return next;
@@ -451,7 +461,12 @@ impl Request {
         let p = cx.policy;
         let authorization = req.header("authorization");
         if p.methods.takes_bearer() {
-            let found = crate::core::credentials::bearer(&p.bearer, authorization.as_deref(), self.original.path.as_deref(), self.original.cookie.as_deref());
+            let found = crate::core::credentials::bearer(
+                &p.bearer,
+                authorization.as_deref(),
+                self.original.path.as_deref(),
+                self.original.cookie.as_deref(),
+            );
             if let Some((token, source)) = found {
                 return Ok(self.bearer_credential(p, authorization.as_deref(), token, source)?);
             }

@@ -40,7 +40,16 @@ impl World {
         let mut docs = Docs::new(plan.issuer.clone(), 7);
         let now_ms = 1_800_000_000_000;
         docs.adopt_metadata(Metadata::parse(ISS, DOC.as_bytes()).unwrap(), now_ms);
-        World { plan, docs, store: SharedData::default(), caches: Caches::new(100), metrics: Metrics::default(), log: Log::default(), now_ms, jtis: 0 }
+        World {
+            plan,
+            docs,
+            store: SharedData::default(),
+            caches: Caches::new(100),
+            metrics: Metrics::default(),
+            log: Log::default(),
+            now_ms,
+            jtis: 0,
+        }
     }
 
     fn with<R>(&mut self, f: impl FnOnce(&mut Cx<'_>) -> R) -> R {
@@ -179,7 +188,11 @@ fn a_request_before_discovery_fetches_it_itself_then_runs() {
     w.docs.forget_metadata();
     let mut r = Request::new();
     let _ = w.start(&mut r, basic(BASIC_JOHN));
-    let down = IdpResponse { status: Some(503), body: b"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure".to_vec(), elapsed_ms: 1 };
+    let down = IdpResponse {
+        status: Some(503),
+        body: b"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure".to_vec(),
+        elapsed_ms: 1,
+    };
     assert_eq!(error_of(w.answer(&mut r, &down)), (503, "discovery_unavailable".into()));
     assert!(w.docs.log.contains("Discovery fetch failed: cannot connect through cluster `idp`"));
     // backing off: the next request does not call, it is answered at once
@@ -398,7 +411,8 @@ fn jar(headers: &[(crate::core::header::HeaderName, crate::core::header::HeaderV
 }
 
 fn id_token(kp: &RS256KeyPair, now_ms: u64, nonce: &str) -> String {
-    let mut c = jwt_simple::prelude::Claims::with_custom_claims(serde_json::json!({"sub": "john"}), jwt_simple::prelude::Duration::from_secs(300));
+    let mut c =
+        jwt_simple::prelude::Claims::with_custom_claims(serde_json::json!({"sub": "john"}), jwt_simple::prelude::Duration::from_secs(300));
     c.issued_at = Some(jwt_simple::prelude::Duration::from_secs(now_ms / 1000));
     c.invalid_before = None;
     c.expires_at = Some(jwt_simple::prelude::Duration::from_secs(now_ms / 1000 + 300));
@@ -418,7 +432,8 @@ fn log_in_for(w: &mut World, kp: &RS256KeyPair, expires_in: u64) -> String {
     let r = reply(w.start(&mut Request::new(), browser("/app?x=1", None)));
     assert_eq!(r.status, 302);
     let location = r.header("location")[0].to_string();
-    let q: std::collections::HashMap<String, String> = form_urlencoded::parse(location.split_once('?').unwrap().1.as_bytes()).into_owned().collect();
+    let q: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(location.split_once('?').unwrap().1.as_bytes()).into_owned().collect();
     let auth_cookie = jar(&r.headers);
     let callback = format!("/callback?code=CODE&state={}", q["state"]);
     let mut req = Request::new();
@@ -449,7 +464,8 @@ fn a_callback_fetches_the_keys_before_spending_the_code() {
     let (kp, jwks) = keypair("k1");
     let r = reply(w.start(&mut Request::new(), browser("/", None)));
     let location = r.header("location")[0].to_string();
-    let q: std::collections::HashMap<String, String> = form_urlencoded::parse(location.split_once('?').unwrap().1.as_bytes()).into_owned().collect();
+    let q: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(location.split_once('?').unwrap().1.as_bytes()).into_owned().collect();
     let mut req = Request::new();
     let callback = format!("/callback?code=CODE&state={}", q["state"]);
     assert_eq!(call(w.start(&mut req, browser(&callback, Some(&jar(&r.headers))))).purpose, Purpose::Jwks);

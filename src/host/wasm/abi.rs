@@ -149,9 +149,7 @@ pub fn add_header(map: u32, name: &str, value: &str) {
 /// A local reply; `headers` in the wire format.
 pub fn send_response(status: u16, headers: &[u8], body: &[u8]) -> u32 {
     // SAFETY: valid slices.
-    unsafe {
-        proxy_send_local_response(u32::from(status), null_mut(), 0, body.as_ptr(), body.len(), headers.as_ptr(), headers.len(), -1)
-    }
+    unsafe { proxy_send_local_response(u32::from(status), null_mut(), 0, body.as_ptr(), body.len(), headers.as_ptr(), headers.len(), -1) }
 }
 
 /// Lets the paused request go on.

@@ -134,7 +134,9 @@ fn serialize(headers: &[(crate::core::header::HeaderName, crate::core::header::H
 /// Sends `call`; the host's token, or its refusal.
 fn dispatch(call: &IdpCall) -> Result<u32, u32> {
     let mut headers: Headers = Vec::with_capacity(call.headers.len() + 4);
-    let pseudo = |n: &'static str, v: &str| crate::core::header::HeaderValue::new(v).ok().map(|v| (crate::core::header::HeaderName::from_static(n), v));
+    let pseudo = |n: &'static str, v: &str| {
+        crate::core::header::HeaderValue::new(v).ok().map(|v| (crate::core::header::HeaderName::from_static(n), v))
+    };
     headers.extend(pseudo(":method", call.method));
     headers.extend(pseudo(":path", &call.path));
     headers.extend(pseudo(":authority", &call.authority));
@@ -147,7 +149,10 @@ impl Vm {
     fn configure(&mut self, root_id: u32) -> bool {
         let bytes = abi::buffer(abi::PLUGIN_CONFIGURATION, usize::MAX);
         if getrandom::getrandom(&mut [0u8; 16]).is_err() {
-            abi::log(Level::Critical as u32, "the host provides no randomness (WASI random_get): login state and cookie nonces would be predictable; refusing to load");
+            abi::log(
+                Level::Critical as u32,
+                "the host provides no randomness (WASI random_get): login state and cookie nonces would be predictable; refusing to load",
+            );
             return false;
         }
         let plan = match Plan::parse(&bytes) {
@@ -286,7 +291,8 @@ impl Vm {
                     }
                     Err(status) => {
                         let Some(worker) = self.roots.get_mut(&root_id).and_then(|r| r.worker.as_mut()) else { break };
-                        next = Some(worker.call_not_sent(&mut http.request, &format!("host status {status}"), &mut HostStore, abi::now_ms()));
+                        next =
+                            Some(worker.call_not_sent(&mut http.request, &format!("host status {status}"), &mut HostStore, abi::now_ms()));
                     }
                 },
             }

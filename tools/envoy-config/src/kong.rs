@@ -48,14 +48,9 @@ pub fn classify(doc: Value, force_kong: bool) -> Result<Input, String> {
     let found = if let Some(name) = map.get("name").and_then(Value::as_str) {
         if map.get("config").is_some_and(Value::is_mapping) {
             if name != PLUGIN_NAME {
-                return Err(format!(
-                    "this is Kong's `{name}` plugin, not `{PLUGIN_NAME}`"
-                ));
+                return Err(format!("this is Kong's `{name}` plugin, not `{PLUGIN_NAME}`"));
             }
-            vec![Found {
-                label: label(&map, "Admin API"),
-                plugin: map.clone(),
-            }]
+            vec![Found { label: label(&map, "Admin API"), plugin: map.clone() }]
         } else {
             Vec::new()
         }
@@ -64,38 +59,20 @@ pub fn classify(doc: Value, force_kong: bool) -> Result<Input, String> {
         data.iter()
             .filter_map(Value::as_mapping)
             .filter(|p| is_oidc(p))
-            .map(|p| Found {
-                label: label(p, "Admin API"),
-                plugin: p.clone(),
-            })
+            .map(|p| Found { label: label(p, "Admin API"), plugin: p.clone() })
             .collect()
-    } else if [
-        "_format_version",
-        "plugins",
-        "services",
-        "routes",
-        "consumers",
-        "consumer_groups",
-    ]
-    .iter()
-    .any(|k| map.contains_key(*k))
-    {
+    } else if ["_format_version", "plugins", "services", "routes", "consumers", "consumer_groups"].iter().any(|k| map.contains_key(*k)) {
         let mut out = Vec::new();
         deck_walk(&map, "", &mut out);
         if out.is_empty() {
-            return Err(format!(
-                "a Kong declarative configuration without an `{PLUGIN_NAME}` plugin"
-            ));
+            return Err(format!("a Kong declarative configuration without an `{PLUGIN_NAME}` plugin"));
         }
         out
     } else if force_kong {
         let mut plugin = Mapping::new();
         plugin.insert("name".into(), PLUGIN_NAME.into());
         plugin.insert("config".into(), Value::Mapping(map));
-        return Ok(Input::Kong(vec![Found {
-            label: "Kong `config`".into(),
-            plugin,
-        }]));
+        return Ok(Input::Kong(vec![Found { label: "Kong `config`".into(), plugin }]));
     } else {
         return Ok(Input::Ours(map));
     };
@@ -110,31 +87,16 @@ fn is_oidc(p: &Mapping) -> bool {
 }
 
 fn label(p: &Mapping, origin: &str) -> String {
-    let id = ["instance_name", "id"]
-        .iter()
-        .find_map(|k| p.get(*k).and_then(Value::as_str))
-        .map(|s| format!(" {s}"))
-        .unwrap_or_default();
+    let id = ["instance_name", "id"].iter().find_map(|k| p.get(*k).and_then(Value::as_str)).map(|s| format!(" {s}")).unwrap_or_default();
     format!("{PLUGIN_NAME} plugin{id} ({origin})")
 }
 
 /// decK: plugins at the top level and nested in services, routes, consumers, consumer groups.
 fn deck_walk(map: &Mapping, scope: &str, out: &mut Vec<Found>) {
     if let Some(Value::Sequence(plugins)) = map.get("plugins") {
-        for p in plugins
-            .iter()
-            .filter_map(Value::as_mapping)
-            .filter(|p| is_oidc(p))
-        {
-            let origin = if scope.is_empty() {
-                "decK".to_string()
-            } else {
-                format!("decK, {scope}")
-            };
-            out.push(Found {
-                label: label(p, &origin),
-                plugin: p.clone(),
-            });
+        for p in plugins.iter().filter_map(Value::as_mapping).filter(|p| is_oidc(p)) {
+            let origin = if scope.is_empty() { "decK".to_string() } else { format!("decK, {scope}") };
+            out.push(Found { label: label(p, &origin), plugin: p.clone() });
         }
     }
     for kind in ["services", "routes", "consumers", "consumer_groups"] {
@@ -146,11 +108,7 @@ fn deck_walk(map: &Mapping, scope: &str, out: &mut Vec<Found>) {
                     .map(str::to_string)
                     .unwrap_or_else(|| format!("#{}", i + 1));
                 let singular = kind.trim_end_matches('s');
-                let inner = if scope.is_empty() {
-                    format!("{singular} {name}")
-                } else {
-                    format!("{scope} / {singular} {name}")
-                };
+                let inner = if scope.is_empty() { format!("{singular} {name}") } else { format!("{scope} / {singular} {name}") };
                 deck_walk(item, &inner, out);
             }
         }
@@ -160,18 +118,12 @@ fn deck_walk(map: &Mapping, scope: &str, out: &mut Vec<Found>) {
 /// Picks one plugin: by `selector` (its `id`, `instance_name` or 1-based position), or the
 /// only one.
 pub fn pick(found: Vec<Found>, selector: Option<&str>) -> Result<Found, String> {
-    let listing = |f: &[Found]| {
-        f.iter()
-            .enumerate()
-            .map(|(i, p)| format!("\n  {}: {}", i + 1, p.label))
-            .collect::<String>()
-    };
+    let listing = |f: &[Found]| f.iter().enumerate().map(|(i, p)| format!("\n  {}: {}", i + 1, p.label)).collect::<String>();
     match selector {
         Some(sel) => {
             let by_position = sel.parse::<usize>().ok().and_then(|n| n.checked_sub(1)).and_then(|n| found.get(n));
-            let by_name = found.iter().find(|f| {
-                ["id", "instance_name"].iter().any(|k| f.plugin.get(*k).and_then(Value::as_str) == Some(sel))
-            });
+            let by_name =
+                found.iter().find(|f| ["id", "instance_name"].iter().any(|k| f.plugin.get(*k).and_then(Value::as_str) == Some(sel)));
             match by_name.or(by_position) {
                 Some(f) => Ok(f.clone()),
                 None => Err(format!("no {PLUGIN_NAME} plugin matches `{sel}`; found:{}", listing(&found))),
@@ -219,18 +171,14 @@ enum Rule {
 }
 
 const CONSUMERS: &str = "Kong consumers, consumer groups and credentials do not exist in Envoy";
-const ENDPOINTS: &str =
-    "the filter uses the endpoints from discovery (only `mtls_*_endpoint` can be set)";
+const ENDPOINTS: &str = "the filter uses the endpoints from discovery (only `mtls_*_endpoint` can be set)";
 const EXTRA: &str = "extra arguments and headers on IdP calls are not supported";
 const SESSIONS: &str = "sessions are AES-256-GCM encrypted cookies; server-side session storage and its options do not apply";
-const ANSWERS: &str =
-    "401/403 answers are short fixed JSON with WWW-Authenticate, never a redirect";
+const ANSWERS: &str = "401/403 answers are short fixed JSON with WWW-Authenticate, never a redirect";
 const LOGIN: &str = "after a login the browser is redirected to the URL it first asked for";
-const PROXY: &str =
-    "IdP calls go through Envoy clusters (configure a proxy in the cluster instead)";
+const PROXY: &str = "IdP calls go through Envoy clusters (configure a proxy in the cluster instead)";
 const DPOP: &str = "DPoP is not supported (certificate-bound tokens are: proof_of_possession_mtls)";
-const DOWNSTREAM: &str =
-    "of the downstream headers only `downstream_refresh_token_header` is supported";
+const DOWNSTREAM: &str = "of the downstream headers only `downstream_refresh_token_header` is supported";
 const UPSTREAM_JWK: &str = "JWK and JWT variants of the upstream headers are not supported";
 const VERIFY: &str = "tokens are always fully verified (signature, standard claims, nonce)";
 const CACHE: &str = "caches follow the tokens' own lifetimes (exp, expires_in) per Envoy worker";
@@ -263,10 +211,7 @@ const FILTER_KEYS: &[(&str, Rule)] = &[
     // The filter has the key only to refuse it with this reason.
     (
         "logout_post_arg",
-        Rule::Ignore(
-            "null",
-            "Envoy gives a Wasm filter no request body before it decides; use logout_uri_suffix or logout_query_arg",
-        ),
+        Rule::Ignore("null", "Envoy gives a Wasm filter no request body before it decides; use logout_uri_suffix or logout_query_arg"),
     ),
     // Not in Kong's schema: Envoy cluster names (filled in by the renderer) and the PEM key
     // that replaces Kong's client_jwk.
@@ -290,16 +235,30 @@ fn rule(name: &str) -> Rule {
 fn kong_only(name: &str) -> Option<Rule> {
     use Rule::*;
     Some(match name {
-        "password_param_type" | "client_credentials_param_type" | "refresh_token_param_type"
-        | "tls_client_auth_cert_id" | "tls_client_auth_ssl_verify" | "ssl_verify" | "upstream_headers"
-        | "client_jwk" | "principals" | "token_exchange" | "proof_of_possession_mtls_from_header" => Special,
+        "password_param_type"
+        | "client_credentials_param_type"
+        | "refresh_token_param_type"
+        | "tls_client_auth_cert_id"
+        | "tls_client_auth_ssl_verify"
+        | "ssl_verify"
+        | "upstream_headers"
+        | "client_jwk"
+        | "principals"
+        | "token_exchange"
+        | "proof_of_possession_mtls_from_header" => Special,
 
         "cache_tokens_salt" | "redis" | "cluster_cache_redis" => Silent,
 
         "anonymous" => Ignore("null", "no anonymous consumer: a request that fails authentication gets 401/403"),
         "audience" => Ignore("null", "extra authorization request parameters are not supported"),
-        "authenticated_groups_claim" | "by_username_ignore_case" | "consumer_by" | "consumer_claim"
-        | "consumer_claims" | "consumer_groups_claim" | "consumer_groups_optional" | "consumer_optional"
+        "authenticated_groups_claim"
+        | "by_username_ignore_case"
+        | "consumer_by"
+        | "consumer_claim"
+        | "consumer_claims"
+        | "consumer_groups_claim"
+        | "consumer_groups_optional"
+        | "consumer_optional"
         | "credential_claim" => match name {
             "by_username_ignore_case" | "consumer_groups_optional" | "consumer_optional" => Ignore("false", CONSUMERS),
             "consumer_by" => Ignore(r#"["username","custom_id"]"#, CONSUMERS),
@@ -311,15 +270,28 @@ fn kong_only(name: &str) -> Option<Rule> {
         }
         "authorization_cookie_http_only" => Ignore("true", "the login-state cookie takes the session cookie's attributes"),
         "authorization_cookie_path" => Ignore(r#""/""#, "the login-state cookie takes the session cookie's attributes"),
-        "authorization_cookie_same_site" => {
-            Ignore(r#""Default""#, "the login-state cookie takes the session cookie's attributes")
-        }
-        "authorization_endpoint" | "end_session_endpoint" | "introspection_endpoint" | "jwks_endpoint"
-        | "revocation_endpoint" | "token_endpoint" | "userinfo_endpoint" => Ignore("null", ENDPOINTS),
-        "authorization_query_args_client" | "authorization_query_args_names" | "authorization_query_args_values"
-        | "discovery_headers_names" | "discovery_headers_values" | "token_headers_client" | "token_headers_grants"
-        | "token_headers_names" | "token_headers_prefix" | "token_headers_replay" | "token_headers_values"
-        | "token_post_args_client" | "token_post_args_names" | "token_post_args_values" => Ignore("null", EXTRA),
+        "authorization_cookie_same_site" => Ignore(r#""Default""#, "the login-state cookie takes the session cookie's attributes"),
+        "authorization_endpoint"
+        | "end_session_endpoint"
+        | "introspection_endpoint"
+        | "jwks_endpoint"
+        | "revocation_endpoint"
+        | "token_endpoint"
+        | "userinfo_endpoint" => Ignore("null", ENDPOINTS),
+        "authorization_query_args_client"
+        | "authorization_query_args_names"
+        | "authorization_query_args_values"
+        | "discovery_headers_names"
+        | "discovery_headers_values"
+        | "token_headers_client"
+        | "token_headers_grants"
+        | "token_headers_names"
+        | "token_headers_prefix"
+        | "token_headers_replay"
+        | "token_headers_values"
+        | "token_post_args_client"
+        | "token_post_args_names"
+        | "token_post_args_values" => Ignore("null", EXTRA),
         "bearer_token_header_name" => {
             Ignore("null", "bearer tokens are read from Authorization (and, if configured, the query or a cookie)")
         }
@@ -340,10 +312,17 @@ fn kong_only(name: &str) -> Option<Rule> {
         "forbidden_error_message" => Ignore(r#""Forbidden""#, ANSWERS),
         "unauthorized_error_message" => Ignore(r#""Unauthorized""#, ANSWERS),
         "forbidden_redirect_uri" | "unauthorized_redirect_uri" | "unexpected_redirect_uri" => Ignore("null", ANSWERS),
-        "downstream_access_token_header" | "downstream_access_token_jwk_header" | "downstream_headers"
-        | "downstream_headers_claims" | "downstream_headers_names" | "downstream_id_token_header"
-        | "downstream_id_token_jwk_header" | "downstream_introspection_header"
-        | "downstream_introspection_jwt_header" | "downstream_session_id_header" | "downstream_user_info_header"
+        "downstream_access_token_header"
+        | "downstream_access_token_jwk_header"
+        | "downstream_headers"
+        | "downstream_headers_claims"
+        | "downstream_headers_names"
+        | "downstream_id_token_header"
+        | "downstream_id_token_jwk_header"
+        | "downstream_introspection_header"
+        | "downstream_introspection_jwt_header"
+        | "downstream_session_id_header"
+        | "downstream_user_info_header"
         | "downstream_user_info_jwt_header" => Ignore("null", DOWNSTREAM),
         "dpop_proof_lifetime" => Ignore("300", DPOP),
         "dpop_use_nonce" => Ignore("false", DPOP),
@@ -351,9 +330,7 @@ fn kong_only(name: &str) -> Option<Rule> {
         "proof_of_possession_auth_methods_validation" => Ignore("true", NOT_HERE),
         "enable_hs_signatures" => Ignore("false", "HMAC-signed tokens are always refused"),
         "extra_jwks_uris" => Ignore("null", "keys come from the discovered jwks_uri only"),
-        "http_proxy" | "http_proxy_authorization" | "https_proxy" | "https_proxy_authorization" | "no_proxy" => {
-            Ignore("null", PROXY)
-        }
+        "http_proxy" | "http_proxy_authorization" | "https_proxy" | "https_proxy_authorization" | "no_proxy" => Ignore("null", PROXY),
         "http_version" => Ignore("1.1", "the cluster decides the HTTP version of IdP calls"),
         "keepalive" => Ignore("true", "Envoy keeps IdP connections alive"),
         "id_token_param_name" => Ignore("null", "ID tokens are not accepted from clients"),
@@ -365,9 +342,13 @@ fn kong_only(name: &str) -> Option<Rule> {
         "introspection_accept" => Ignore(r#""application/json""#, INTROSPECTION),
         "introspection_hint" => Ignore(r#""access_token""#, INTROSPECTION),
         "introspection_token_param_name" | "revocation_token_param_name" => Ignore(r#""token""#, INTROSPECTION),
-        "introspection_headers_client" | "introspection_headers_names" | "introspection_headers_values"
-        | "introspection_post_args_client" | "introspection_post_args_client_headers"
-        | "introspection_post_args_names" | "introspection_post_args_values" => Ignore("null", EXTRA),
+        "introspection_headers_client"
+        | "introspection_headers_names"
+        | "introspection_headers_values"
+        | "introspection_post_args_client"
+        | "introspection_post_args_client_headers"
+        | "introspection_post_args_names"
+        | "introspection_post_args_values" => Ignore("null", EXTRA),
         "jwt_session_claim" => Ignore(r#""sid""#, "JWT session cookies are not supported"),
         "jwt_session_cookie" => Ignore("null", "JWT session cookies are not supported"),
         "login_action" => Ignore(r#""upstream""#, LOGIN),
@@ -376,38 +357,47 @@ fn kong_only(name: &str) -> Option<Rule> {
         "login_redirect_uri" => Ignore("null", LOGIN),
         "login_tokens" => Ignore(r#"["id_token"]"#, LOGIN),
         "preserve_query_args" => Ignore("false", LOGIN),
-        "pushed_authorization_request_endpoint" | "pushed_authorization_request_endpoint_auth_method"
+        "pushed_authorization_request_endpoint"
+        | "pushed_authorization_request_endpoint_auth_method"
         | "require_pushed_authorization_requests" => Ignore("null", "pushed authorization requests are not supported"),
         "require_proof_key_for_code_exchange" => Ignore("null", "PKCE (S256) is always used"),
         "require_signed_request_object" => Ignore("null", "request objects are not supported"),
-        "rediscovery_lifetime" => {
-            Ignore("30", "discovery is shared by all workers, refreshed hourly and retried with backoff")
-        }
+        "rediscovery_lifetime" => Ignore("30", "discovery is shared by all workers, refreshed hourly and retried with backoff"),
         "resolve_distributed_claims" | "reverify" | "search_user_info" => Ignore("false", NOT_HERE),
         "response_mode" => Ignore(r#""query""#, "the authorization code flow uses response_mode=query"),
         "response_type" => Ignore(r#"["code"]"#, "the authorization code flow uses response_type=code"),
         "run_on_preflight" => Ignore("true", "the filter runs on every request, OPTIONS included"),
         "session_audience" => Ignore(r#""default""#, SESSIONS),
-        "session_bind" | "session_memcached_prefix" | "session_memcached_socket" | "session_request_headers"
+        "session_bind"
+        | "session_memcached_prefix"
+        | "session_memcached_socket"
+        | "session_request_headers"
         | "session_response_headers" => Ignore("null", SESSIONS),
-        "session_enforce_same_subject" | "session_hash_storage_key" | "session_hash_subject"
-        | "session_memcached_ssl" | "session_memcached_ssl_verify" | "session_remember" | "session_store_metadata" => {
-            Ignore("false", SESSIONS)
-        }
+        "session_enforce_same_subject"
+        | "session_hash_storage_key"
+        | "session_hash_subject"
+        | "session_memcached_ssl"
+        | "session_memcached_ssl_verify"
+        | "session_remember"
+        | "session_store_metadata" => Ignore("false", SESSIONS),
         "session_memcached_host" => Ignore(r#""127.0.0.1""#, SESSIONS),
         "session_memcached_port" => Ignore("11211", SESSIONS),
         "session_remember_absolute_timeout" => Ignore("2592000", SESSIONS),
         "session_remember_cookie_name" => Ignore(r#""remember""#, SESSIONS),
         "session_remember_rolling_timeout" => Ignore("604800", SESSIONS),
         "session_storage" => Ignore(r#""cookie""#, SESSIONS),
-        "upstream_access_token_jwk_header" | "upstream_id_token_jwk_header" | "upstream_introspection_jwt_header"
+        "upstream_access_token_jwk_header"
+        | "upstream_id_token_jwk_header"
+        | "upstream_introspection_jwt_header"
         | "upstream_user_info_jwt_header" => Ignore("null", UPSTREAM_JWK),
         "upstream_refresh_token_header" | "upstream_session_id_header" => Ignore("null", NOT_HERE),
         "userinfo_accept" => Ignore(r#""application/json""#, USERINFO),
-        "userinfo_headers_client" | "userinfo_headers_names" | "userinfo_headers_values"
-        | "userinfo_query_args_client" | "userinfo_query_args_names" | "userinfo_query_args_values" => {
-            Ignore("null", EXTRA)
-        }
+        "userinfo_headers_client"
+        | "userinfo_headers_names"
+        | "userinfo_headers_values"
+        | "userinfo_query_args_client"
+        | "userinfo_query_args_names"
+        | "userinfo_query_args_values" => Ignore("null", EXTRA),
         "using_pseudo_issuer" => Ignore("false", "discovery at the issuer is required"),
         _ => return None,
     })
@@ -472,17 +462,12 @@ pub fn translate(plugin: &Mapping) -> Result<Translation, String> {
                     t.adjusted.push(format!(
                         "{name}: {} values; this filter has one client, so the first is used{}",
                         kong_len(kong, name),
-                        if name == "client_id" {
-                            " (Kong picks among several with client_arg)"
-                        } else {
-                            ""
-                        }
+                        if name == "client_id" { " (Kong picks among several with client_arg)" } else { "" }
                     ));
                     t.config.insert(name.into(), first);
                 }
                 Value::Sequence(items) if items.len() == 1 => {
-                    t.config
-                        .insert(name.into(), items.into_iter().next().unwrap_or(Value::Null));
+                    t.config.insert(name.into(), items.into_iter().next().unwrap_or(Value::Null));
                 }
                 v if nothing(&v) => t.defaults.push(name.to_string()),
                 v => {
@@ -493,8 +478,7 @@ pub fn translate(plugin: &Mapping) -> Result<Translation, String> {
                 if nothing(&value) || same(&value, default) {
                     t.defaults.push(name.to_string());
                 } else {
-                    t.unsupported
-                        .push(format!("{name}{}: {reason}", show(name, &value)));
+                    t.unsupported.push(format!("{name}{}: {reason}", show(name, &value)));
                 }
             }
         }
@@ -505,17 +489,12 @@ pub fn translate(plugin: &Mapping) -> Result<Translation, String> {
 }
 
 fn kong_len(kong: &Mapping, name: &str) -> usize {
-    kong.get(name)
-        .and_then(Value::as_sequence)
-        .map_or(0, Vec::len)
+    kong.get(name).and_then(Value::as_sequence).map_or(0, Vec::len)
 }
 
 fn context(plugin: &Mapping, t: &mut Translation) {
     if plugin.get("enabled").and_then(Value::as_bool) == Some(false) {
-        t.context.push(
-            "the plugin is disabled in Kong (`enabled: false`); the rendered filter is active"
-                .into(),
-        );
+        t.context.push("the plugin is disabled in Kong (`enabled: false`); the rendered filter is active".into());
     }
     for scope in ["route", "service", "consumer", "consumer_group"] {
         if let Some(v) = plugin.get(scope).filter(|v| !nothing(v)) {
@@ -525,9 +504,7 @@ fn context(plugin: &Mapping, t: &mut Translation) {
                 .and_then(Value::as_str)
                 .or_else(|| v.as_str())
                 .unwrap_or("?");
-            t.context.push(format!(
-                "the plugin is scoped to {scope} {id} in Kong; the rendered listener runs the filter on every request"
-            ));
+            t.context.push(format!("the plugin is scoped to {scope} {id} in Kong; the rendered listener runs the filter on every request"));
         }
     }
 }
@@ -536,11 +513,7 @@ fn special(kong: &Mapping, t: &mut Translation) -> Result<(), String> {
     let get = |k: &str| kong.get(k).map(clean).filter(|v| !v.is_null());
     let strings = |v: &Value| -> Vec<String> {
         match v {
-            Value::Sequence(s) => s
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect(),
+            Value::Sequence(s) => s.iter().filter_map(Value::as_str).map(str::to_string).collect(),
             Value::String(s) => vec![s.clone()],
             _ => Vec::new(),
         }
@@ -562,10 +535,7 @@ fn special(kong: &Mapping, t: &mut Translation) -> Result<(), String> {
     // what this filter can do with the configuration at hand.
     let has_secret = t.config.get("session_secret").is_some();
     let has_redirect = t.config.get("redirect_uri").is_some();
-    let supported: Vec<&str> = envoy_oidc::core::method::AuthMethod::SUPPORTED
-        .iter()
-        .map(|m| m.name())
-        .collect();
+    let supported: Vec<&str> = envoy_oidc::core::method::AuthMethod::SUPPORTED.iter().map(|m| m.name()).collect();
     let mut methods: Vec<String> = Vec::new();
     match get("auth_methods") {
         None => t.defaults.push("auth_methods".into()),
@@ -595,17 +565,19 @@ fn special(kong: &Mapping, t: &mut Translation) -> Result<(), String> {
             } else {
                 for m in listed {
                     if m == "kong_oauth2" {
-                        t.adjusted.push("auth_methods: kong_oauth2 dropped (tokens of Kong's OAuth 2.0 plugin do not exist in Envoy)".into());
+                        t.adjusted
+                            .push("auth_methods: kong_oauth2 dropped (tokens of Kong's OAuth 2.0 plugin do not exist in Envoy)".into());
                     } else if !supported.contains(&m.as_str()) {
-                        t.adjusted.push(format!(
-                            "auth_methods: `{m}` dropped (not a method of this filter)"
-                        ));
+                        t.adjusted.push(format!("auth_methods: `{m}` dropped (not a method of this filter)"));
                     } else if (m == "session" || m == "authorization_code") && !has_secret {
                         t.adjusted.push(format!(
                             "auth_methods: `{m}` dropped: it needs session_secret here (Kong generates one; set the same secret on every Envoy)"
                         ));
                     } else if m == "authorization_code" && !has_redirect {
-                        t.adjusted.push("auth_methods: `authorization_code` dropped: it needs redirect_uri here (Kong derives one from the request)".into());
+                        t.adjusted.push(
+                            "auth_methods: `authorization_code` dropped: it needs redirect_uri here (Kong derives one from the request)"
+                                .into(),
+                        );
                     } else if !methods.contains(&m) {
                         methods.push(m);
                     }
@@ -613,10 +585,7 @@ fn special(kong: &Mapping, t: &mut Translation) -> Result<(), String> {
                 if methods.is_empty() {
                     return Err("Kong's `auth_methods` has no method this filter can use".into());
                 }
-                t.config.insert(
-                    "auth_methods".into(),
-                    Value::Sequence(methods.iter().map(|m| m.as_str().into()).collect()),
-                );
+                t.config.insert("auth_methods".into(), Value::Sequence(methods.iter().map(|m| m.as_str().into()).collect()));
             }
         }
     }
@@ -627,13 +596,12 @@ fn special(kong: &Mapping, t: &mut Translation) -> Result<(), String> {
     match get("bearer_token_param_type") {
         Some(v) if bearer_on => {
             let listed = strings(&v);
-            let kept: Vec<String> = listed
-                .iter()
-                .filter(|s| s.as_str() != "body")
-                .cloned()
-                .collect();
+            let kept: Vec<String> = listed.iter().filter(|s| s.as_str() != "body").cloned().collect();
             if kept.len() != listed.len() {
-                t.adjusted.push("bearer_token_param_type: `body` dropped (a Wasm filter in Envoy decides on the request headers, before any body)".into());
+                t.adjusted.push(
+                    "bearer_token_param_type: `body` dropped (a Wasm filter in Envoy decides on the request headers, before any body)"
+                        .into(),
+                );
             }
             let kept = Value::Sequence(kept.iter().map(|s| s.as_str().into()).collect());
             if nothing(&kept) || at_default("bearer_token_param_type", &kept) {
@@ -648,21 +616,9 @@ fn special(kong: &Mapping, t: &mut Translation) -> Result<(), String> {
 
     // Where credentials are read: this filter reads them from headers only.
     for (field, method, what) in [
-        (
-            "password_param_type",
-            "password",
-            "the username and password come from `Authorization: Basic` only",
-        ),
-        (
-            "client_credentials_param_type",
-            "client_credentials",
-            "the client id and secret come from `Authorization: Basic` only",
-        ),
-        (
-            "refresh_token_param_type",
-            "refresh_token",
-            "the refresh token comes from the `refresh_token_param_name` header only",
-        ),
+        ("password_param_type", "password", "the username and password come from `Authorization: Basic` only"),
+        ("client_credentials_param_type", "client_credentials", "the client id and secret come from `Authorization: Basic` only"),
+        ("refresh_token_param_type", "refresh_token", "the refresh token comes from the `refresh_token_param_name` header only"),
     ] {
         match get(field) {
             Some(v) if method_on(method) && strings(&v).iter().any(|s| s != "header") => {
@@ -673,10 +629,7 @@ fn special(kong: &Mapping, t: &mut Translation) -> Result<(), String> {
     }
 
     // The client certificate and the IdP's server certificate belong to the Envoy clusters.
-    if let Some(id) = get("tls_client_auth_cert_id")
-        .as_ref()
-        .and_then(Value::as_str)
-    {
+    if let Some(id) = get("tls_client_auth_cert_id").as_ref().and_then(Value::as_str) {
         t.adjusted.push(format!(
             "tls_client_auth_cert_id: Kong certificate {id}: give its certificate and key as --client-cert and --client-key"
         ));
@@ -699,16 +652,8 @@ fn special(kong: &Mapping, t: &mut Translation) -> Result<(), String> {
     // upstream_headers: [{header, path}] → upstream_headers_claims / _names for top-level claims.
     match get("upstream_headers") {
         Some(Value::Sequence(items)) if !items.is_empty() => {
-            let mut claims = t
-                .config
-                .get("upstream_headers_claims")
-                .map(&strings)
-                .unwrap_or_default();
-            let mut names = t
-                .config
-                .get("upstream_headers_names")
-                .map(&strings)
-                .unwrap_or_default();
+            let mut claims = t.config.get("upstream_headers_claims").map(&strings).unwrap_or_default();
+            let mut names = t.config.get("upstream_headers_names").map(&strings).unwrap_or_default();
             for item in items.iter().filter_map(Value::as_mapping) {
                 let header = item.get("header").and_then(Value::as_str).unwrap_or("");
                 let path = item.get("path").map(&strings).unwrap_or_default();
@@ -716,19 +661,14 @@ fn special(kong: &Mapping, t: &mut Translation) -> Result<(), String> {
                     claims.push(path[0].clone());
                     names.push(header.to_string());
                 } else {
-                    t.unsupported.push(format!(
-                        "upstream_headers ({header}): only top-level claims become headers here (path {path:?})"
-                    ));
+                    t.unsupported.push(format!("upstream_headers ({header}): only top-level claims become headers here (path {path:?})"));
                 }
             }
             if !claims.is_empty() {
                 t.adjusted.push("upstream_headers: merged into upstream_headers_claims / upstream_headers_names".into());
-                let list =
-                    |v: Vec<String>| Value::Sequence(v.into_iter().map(Value::String).collect());
-                t.config
-                    .insert("upstream_headers_claims".into(), list(claims));
-                t.config
-                    .insert("upstream_headers_names".into(), list(names));
+                let list = |v: Vec<String>| Value::Sequence(v.into_iter().map(Value::String).collect());
+                t.config.insert("upstream_headers_claims".into(), list(claims));
+                t.config.insert("upstream_headers_names".into(), list(names));
             }
         }
         _ => t.defaults.push("upstream_headers".into()),
@@ -737,29 +677,19 @@ fn special(kong: &Mapping, t: &mut Translation) -> Result<(), String> {
     // client_jwk: Kong's key for private_key_jwt. This filter takes a PEM.
     let uses_pkjwt = client_auths(&t.config).contains(&ClientAuth::PrivateKeyJwt);
     match get("client_jwk") {
-        Some(v) if !nothing(&v) && uses_pkjwt => t.unsupported.push(
-            "client_jwk: give the private key as PEM in client_private_key (and its kid in client_private_key_id)".into(),
-        ),
+        Some(v) if !nothing(&v) && uses_pkjwt => t
+            .unsupported
+            .push("client_jwk: give the private key as PEM in client_private_key (and its kid in client_private_key_id)".into()),
         _ => t.defaults.push("client_jwk".into()),
     }
 
     // Objects that are defaults unless switched on inside.
     let on = |k: &str, inner: &str| {
-        get(k)
-            .and_then(|v| v.as_mapping().and_then(|m| m.get(inner)).map(clean))
-            .filter(|v| !nothing(v) && v.as_bool() != Some(false))
+        get(k).and_then(|v| v.as_mapping().and_then(|m| m.get(inner)).map(clean)).filter(|v| !nothing(v) && v.as_bool() != Some(false))
     };
     for (field, inner, reason) in [
-        (
-            "principals",
-            "enabled",
-            "Kong Identity principals do not exist in Envoy",
-        ),
-        (
-            "token_exchange",
-            "subject_token_issuers",
-            "token exchange is not supported",
-        ),
+        ("principals", "enabled", "Kong Identity principals do not exist in Envoy"),
+        ("token_exchange", "subject_token_issuers", "token exchange is not supported"),
         (
             "proof_of_possession_mtls_from_header",
             "certificate_header_name",
@@ -779,9 +709,7 @@ fn special(kong: &Mapping, t: &mut Translation) -> Result<(), String> {
 fn clean(v: &Value) -> Value {
     match v {
         Value::Number(n) if n.is_f64() => match n.as_f64() {
-            Some(f) if f.fract() == 0.0 && (0.0..9.0e15).contains(&f) => {
-                Value::Number((f as u64).into())
-            }
+            Some(f) if f.fract() == 0.0 && (0.0..9.0e15).contains(&f) => Value::Number((f as u64).into()),
             _ => v.clone(),
         },
         Value::Sequence(s) => Value::Sequence(s.iter().map(clean).collect()),
@@ -833,17 +761,7 @@ fn norm(v: &Json) -> Json {
 
 /// ` = value` for messages, only for values that cannot be secrets.
 fn show(name: &str, v: &Value) -> String {
-    let secretish = [
-        "secret",
-        "password",
-        "authorization",
-        "key",
-        "jwk",
-        "salt",
-        "token_exchange",
-    ]
-    .iter()
-    .any(|s| name.contains(s));
+    let secretish = ["secret", "password", "authorization", "key", "jwk", "salt", "token_exchange"].iter().any(|s| name.contains(s));
     if secretish {
         return String::new();
     }
@@ -964,19 +882,10 @@ pub(crate) mod tests {
         assert!(found.label.contains("3f0e0b5c"), "{}", found.label);
         let t = translate(&found.plugin).unwrap();
         let c = &t.config;
-        assert_eq!(
-            c.get("issuer").and_then(Value::as_str),
-            Some("https://idp.example.com")
-        );
+        assert_eq!(c.get("issuer").and_then(Value::as_str), Some("https://idp.example.com"));
         // Kong lists become one value
-        assert_eq!(
-            c.get("client_id").and_then(Value::as_str),
-            Some("client-tls-auth")
-        );
-        assert_eq!(
-            c.get("client_auth").and_then(Value::as_str),
-            Some("tls_client_auth")
-        );
+        assert_eq!(c.get("client_id").and_then(Value::as_str), Some("client-tls-auth"));
+        assert_eq!(c.get("client_auth").and_then(Value::as_str), Some("tls_client_auth"));
         // kong_oauth2 is not a method here
         assert_eq!(c.get("auth_methods"), Some(&yaml("[password]")));
         assert_eq!(c.get("scopes_required"), Some(&yaml("['api:read']")));
@@ -1014,60 +923,36 @@ pub(crate) mod tests {
         let t = translate(&kong_of(ADMIN_API).plugin).unwrap();
         let unsupported = t.unsupported.join("\n");
         // consumer_claim is set (Kong's default is null): listed
-        assert!(
-            unsupported.contains("consumer_claim = [\"sub\"]: Kong consumers"),
-            "{unsupported}"
-        );
+        assert!(unsupported.contains("consumer_claim = [\"sub\"]: Kong consumers"), "{unsupported}");
         // at Kong's defaults: silent, but known
-        for silent in [
-            "consumer_by",
-            "credential_claim",
-            "session_storage",
-            "http_version",
-            "client_arg",
-            "redis",
-            "principals",
-        ] {
-            assert!(
-                !unsupported.contains(silent),
-                "{silent} listed: {unsupported}"
-            );
-            assert!(
-                t.defaults.iter().any(|d| d == silent),
-                "{silent} not in defaults"
-            );
+        for silent in ["consumer_by", "credential_claim", "session_storage", "http_version", "client_arg", "redis", "principals"] {
+            assert!(!unsupported.contains(silent), "{silent} listed: {unsupported}");
+            assert!(t.defaults.iter().any(|d| d == silent), "{silent} not in defaults");
         }
         let adjusted = t.adjusted.join("\n");
-        assert!(
-            adjusted.contains("issuer: Kong's discovery URL"),
-            "{adjusted}"
-        );
+        assert!(adjusted.contains("issuer: Kong's discovery URL"), "{adjusted}");
         assert!(adjusted.contains("kong_oauth2 dropped"), "{adjusted}");
         // no bearer method is enabled: nothing to say about where bearer tokens are read
         assert!(!adjusted.contains("bearer_token_param_type"), "{adjusted}");
         assert!(adjusted.contains("password_param_type: "), "{adjusted}");
         // client_credentials / refresh_token are not enabled: no note
-        assert!(
-            !adjusted.contains("client_credentials_param_type"),
-            "{adjusted}"
-        );
-        assert!(
-            adjusted.contains("tls_client_auth_cert_id: Kong certificate 6a3c3f5e"),
-            "{adjusted}"
-        );
+        assert!(!adjusted.contains("client_credentials_param_type"), "{adjusted}");
+        assert!(adjusted.contains("tls_client_auth_cert_id: Kong certificate 6a3c3f5e"), "{adjusted}");
         assert!(adjusted.contains("ssl_verify: false"), "{adjusted}");
     }
 
     #[test]
     fn non_default_unsupported_values_are_listed() {
-        let t = translate(&kong_of(
-            r#"{"name":"openid-connect","config":{"issuer":"https://idp","client_id":["a","b"],"session_storage":"redis",
+        let t = translate(
+            &kong_of(
+                r#"{"name":"openid-connect","config":{"issuer":"https://idp","client_id":["a","b"],"session_storage":"redis",
                 "token_endpoint":"https://idp/t","logout_post_arg":"logout","verify_signature":false,
                 "http_proxy_authorization":"Basic c2VjcmV0","brand_new":"x","principals":{"enabled":true},
                 "bearer_token_param_type":["body","header"],
                 "upstream_headers":[{"header":"x-sub","path":["sub"]},{"header":"x-r","path":["realm","roles"]}]}}"#,
+            )
+            .plugin,
         )
-        .plugin)
         .unwrap();
         let u = t.unsupported.join("\n");
         for field in [
@@ -1088,19 +973,10 @@ pub(crate) mod tests {
         let adjusted = t.adjusted.join("\n");
         assert!(adjusted.contains("client_id: 2 values"), "{adjusted}");
         // every method is on by default: `body` is worth a word; [header] is our default
-        assert!(
-            adjusted.contains("bearer_token_param_type: `body` dropped"),
-            "{adjusted}"
-        );
+        assert!(adjusted.contains("bearer_token_param_type: `body` dropped"), "{adjusted}");
         assert!(t.config.get("bearer_token_param_type").is_none());
-        assert_eq!(
-            t.config.get("upstream_headers_claims"),
-            Some(&yaml("[sub]"))
-        );
-        assert_eq!(
-            t.config.get("upstream_headers_names"),
-            Some(&yaml("[x-sub]"))
-        );
+        assert_eq!(t.config.get("upstream_headers_claims"), Some(&yaml("[sub]")));
+        assert_eq!(t.config.get("upstream_headers_names"), Some(&yaml("[x-sub]")));
     }
 
     #[test]
@@ -1127,27 +1003,14 @@ plugins:
   config: {minute: 5}
 "#;
         let found = kong_of(doc);
-        assert!(
-            found.label.contains("service api / route api-route"),
-            "{}",
-            found.label
-        );
+        assert!(found.label.contains("service api / route api-route"), "{}", found.label);
         let t = translate(&found.plugin).unwrap();
-        assert_eq!(
-            t.config.get("client_secret").and_then(Value::as_str),
-            Some("s1")
-        );
+        assert_eq!(t.config.get("client_secret").and_then(Value::as_str), Some("s1"));
         assert_eq!(t.config.get("scopes"), Some(&yaml("[openid, profile]")));
-        assert_eq!(
-            t.config.get("auth_methods"),
-            Some(&yaml("[bearer, password]"))
-        );
+        assert_eq!(t.config.get("auth_methods"), Some(&yaml("[bearer, password]")));
         assert!(t.config.get("bearer_token_param_type").is_none());
         // kept for the renderer (the mTLS cluster without validation_context)
-        assert_eq!(
-            t.config.get("tls_client_auth_ssl_verify"),
-            Some(&Value::Bool(false))
-        );
+        assert_eq!(t.config.get("tls_client_auth_ssl_verify"), Some(&Value::Bool(false)));
         assert!(t.context.is_empty());
     }
 
@@ -1157,70 +1020,47 @@ plugins:
             {"id":"p1","name":"openid-connect","config":{"issuer":"https://a"},"route":{"id":"r1"}},
             {"id":"p2","name":"key-auth","config":{}},
             {"id":"p3","name":"openid-connect","instance_name":"second","config":{"issuer":"https://b"}}]}"#;
-        let Input::Kong(found) = classify(yaml(doc), false).unwrap() else {
-            panic!()
-        };
+        let Input::Kong(found) = classify(yaml(doc), false).unwrap() else { panic!() };
         assert_eq!(found.len(), 2);
         let e = pick(found.clone(), None).unwrap_err();
-        assert!(
-            e.contains("--kong-plugin") && e.contains("p1") && e.contains("second"),
-            "{e}"
-        );
-        assert_eq!(
-            pick(found.clone(), Some("second"))
-                .unwrap()
-                .plugin
-                .get("id")
-                .unwrap()
-                .as_str(),
-            Some("p3")
-        );
+        assert!(e.contains("--kong-plugin") && e.contains("p1") && e.contains("second"), "{e}");
+        assert_eq!(pick(found.clone(), Some("second")).unwrap().plugin.get("id").unwrap().as_str(), Some("p3"));
         let first = pick(found.clone(), Some("1")).unwrap();
         let t = translate(&first.plugin).unwrap();
-        assert!(
-            t.context[0].contains("scoped to route r1"),
-            "{:?}",
-            t.context
-        );
+        assert!(t.context[0].contains("scoped to route r1"), "{:?}", t.context);
         assert!(pick(found, Some("nope")).is_err());
     }
 
     #[test]
     fn ours_is_not_mistaken_for_kong_and_bare_config_with_flag() {
         let ours = "issuer: https://idp\nidp_cluster: idp\nclient_id: c\n";
-        assert!(matches!(
-            classify(yaml(ours), false).unwrap(),
-            Input::Ours(_)
-        ));
-        let Input::Kong(found) =
-            classify(yaml("issuer: https://idp\nclient_id: [c]\n"), true).unwrap()
-        else {
-            panic!()
-        };
+        assert!(matches!(classify(yaml(ours), false).unwrap(), Input::Ours(_)));
+        let Input::Kong(found) = classify(yaml("issuer: https://idp\nclient_id: [c]\n"), true).unwrap() else { panic!() };
         let t = translate(&found[0].plugin).unwrap();
         assert_eq!(t.config.get("client_id").and_then(Value::as_str), Some("c"));
-        assert!(classify(yaml(r#"{"name":"key-auth","config":{}}"#), false)
-            .unwrap_err()
-            .contains("key-auth"));
+        assert!(classify(yaml(r#"{"name":"key-auth","config":{}}"#), false).unwrap_err().contains("key-auth"));
     }
 
     #[test]
     fn default_auth_methods_follow_the_settings() {
         let all = r#"["authorization_code","bearer","client_credentials","introspection","kong_oauth2","password","refresh_token","session","userinfo"]"#;
-        let t = translate(&kong_of(&format!(r#"{{"name":"openid-connect","config":{{"issuer":"https://i","client_id":["c"],"auth_methods":{all}}}}}"#)).plugin).unwrap();
+        let t = translate(
+            &kong_of(&format!(r#"{{"name":"openid-connect","config":{{"issuer":"https://i","client_id":["c"],"auth_methods":{all}}}}}"#))
+                .plugin,
+        )
+        .unwrap();
         assert!(t.config.get("auth_methods").is_none());
-        assert!(
-            t.adjusted
-                .join("\n")
-                .contains("session and authorization_code would need session_secret"),
-            "{:?}",
-            t.adjusted
-        );
+        assert!(t.adjusted.join("\n").contains("session and authorization_code would need session_secret"), "{:?}", t.adjusted);
         // an explicit session without a secret is dropped with a note
-        let t = translate(&kong_of(r#"{"name":"openid-connect","config":{"issuer":"https://i","client_id":["c"],"auth_methods":["session","bearer"]}}"#).plugin).unwrap();
+        let t = translate(
+            &kong_of(r#"{"name":"openid-connect","config":{"issuer":"https://i","client_id":["c"],"auth_methods":["session","bearer"]}}"#)
+                .plugin,
+        )
+        .unwrap();
         assert_eq!(t.config.get("auth_methods"), Some(&yaml("[bearer]")));
         assert!(t.adjusted.join("\n").contains("`session` dropped"));
-        let e = translate(&kong_of(r#"{"name":"openid-connect","config":{"issuer":"https://i","auth_methods":["kong_oauth2"]}}"#).plugin).unwrap_err();
+        let e = translate(&kong_of(r#"{"name":"openid-connect","config":{"issuer":"https://i","auth_methods":["kong_oauth2"]}}"#).plugin)
+            .unwrap_err();
         assert!(e.contains("auth_methods"), "{e}");
     }
 
@@ -1229,10 +1069,7 @@ plugins:
         assert!(same(&yaml("10000.0"), "10000"));
         assert!(same(&yaml("[DELETE, POST]"), r#"["POST","DELETE"]"#));
         assert!(!same(&yaml("[GET, POST]"), r#"["POST","DELETE"]"#));
-        assert_eq!(
-            clean(&yaml("{a: 900.0, b: [1.5]}")),
-            yaml("{a: 900, b: [1.5]}")
-        );
+        assert_eq!(clean(&yaml("{a: 900.0, b: [1.5]}")), yaml("{a: 900, b: [1.5]}"));
     }
 
     fn translate_one(name: &str, value: &str) -> Result<Translation, String> {
@@ -1259,11 +1096,7 @@ plugins:
                 listed == Some(rule) || (listed.is_none() && rule == Rule::Copy),
                 "`{name}` is a key of the filter but neither copied nor in FILTER_KEYS: {rule:?}"
             );
-            assert_eq!(
-                kong_only(name),
-                None,
-                "`{name}` is a key of the filter: take it out of kong_only (or list it in FILTER_KEYS)"
-            );
+            assert_eq!(kong_only(name), None, "`{name}` is a key of the filter: take it out of kong_only (or list it in FILTER_KEYS)");
             if let Some(default) = key.default {
                 serde_json::from_str::<Json>(default).unwrap_or_else(|e| panic!("`{name}`: default {default}: {e}"));
             }

@@ -46,10 +46,7 @@ fn kong_report(found: &kong::Found, t: &kong::Translation, verbose: bool) -> Vec
         report.extend(t.unsupported.iter().map(|u| format!("    {u}")));
     }
     if verbose {
-        report.push(format!(
-            "  dropped at Kong's default or null: {}",
-            t.defaults.join(", ")
-        ));
+        report.push(format!("  dropped at Kong's default or null: {}", t.defaults.join(", ")));
     } else if !t.defaults.is_empty() {
         report.push(format!(
             "  ({} more fields were null or at Kong's default and have no effect here; --verbose lists them)",
@@ -62,33 +59,17 @@ fn kong_report(found: &kong::Found, t: &kong::Translation, verbose: bool) -> Vec
 /// Validates a plugin configuration as the filter will load it, without rendering: ours as
 /// it is (no cluster names filled in), Kong's translated (with the default cluster names).
 /// Returns the report and a one-line JSON summary (issuer, cluster names) for scripts.
-pub fn check(
-    input: &str,
-    from_kong: bool,
-    kong_plugin: Option<&str>,
-    verbose: bool,
-) -> Result<(Vec<String>, String), String> {
-    let doc: Value = serde_yaml_ng::from_str(input)
-        .map_err(|e| format!("the plugin configuration is not YAML or JSON: {e}"))?;
+pub fn check(input: &str, from_kong: bool, kong_plugin: Option<&str>, verbose: bool) -> Result<(Vec<String>, String), String> {
+    let doc: Value = serde_yaml_ng::from_str(input).map_err(|e| format!("the plugin configuration is not YAML or JSON: {e}"))?;
     let (plan, report) = match kong::classify(doc, from_kong)? {
         kong::Input::Ours(mut config) => {
             let mut report = Vec::new();
-            if config.contains_key(plugin::SSL_VERIFY_KEY)
-                && !plugin::filter_knows(plugin::SSL_VERIFY_KEY)
-            {
+            if config.contains_key(plugin::SSL_VERIFY_KEY) && !plugin::filter_knows(plugin::SSL_VERIFY_KEY) {
                 config.remove(plugin::SSL_VERIFY_KEY);
-                report.push(format!(
-                    "note: {} is for the Envoy cluster, not the filter",
-                    plugin::SSL_VERIFY_KEY
-                ));
+                report.push(format!("note: {} is for the Envoy cluster, not the filter", plugin::SSL_VERIFY_KEY));
             }
-            let text =
-                serde_yaml_ng::to_string(&Value::Mapping(config)).map_err(|e| e.to_string())?;
-            (
-                envoy_oidc::core::config::Plan::parse(text.as_bytes())
-                    .map_err(|e| e.to_string())?,
-                report,
-            )
+            let text = serde_yaml_ng::to_string(&Value::Mapping(config)).map_err(|e| e.to_string())?;
+            (envoy_oidc::core::config::Plan::parse(text.as_bytes()).map_err(|e| e.to_string())?, report)
         }
         kong::Input::Kong(found) => {
             let found = kong::pick(found, kong_plugin)?;
@@ -118,13 +99,8 @@ pub fn run(req: &Request, verbose: bool) -> Result<Rendered, String> {
 
 /// Renders, filling `report` as it goes: on an error it still has what was found before
 /// (the Kong translation report, for one).
-pub fn run_reporting(
-    req: &Request,
-    verbose: bool,
-    report: &mut Vec<String>,
-) -> Result<Rendered, String> {
-    let doc: Value = serde_yaml_ng::from_str(&req.input)
-        .map_err(|e| format!("the plugin configuration is not YAML or JSON: {e}"))?;
+pub fn run_reporting(req: &Request, verbose: bool, report: &mut Vec<String>) -> Result<Rendered, String> {
+    let doc: Value = serde_yaml_ng::from_str(&req.input).map_err(|e| format!("the plugin configuration is not YAML or JSON: {e}"))?;
     let mut notes = Vec::new();
     let (config, verbatim) = match kong::classify(doc, req.from_kong)? {
         kong::Input::Ours(map) => (map, Some(req.input.as_str())),
@@ -132,10 +108,7 @@ pub fn run_reporting(
             let found = kong::pick(found, req.kong_plugin.as_deref())?;
             let t = kong::translate(&found.plugin)?;
             report.extend(kong_report(&found, &t, verbose));
-            notes.push(format!(
-                "translated from Kong's {} (see the report on stderr)",
-                found.label
-            ));
+            notes.push(format!("translated from Kong's {} (see the report on stderr)", found.label));
             (t.config, None)
         }
     };
@@ -144,9 +117,7 @@ pub fn run_reporting(
     notes.extend(prepared.notes.iter().cloned());
 
     let meta = match &req.discovery {
-        Some(bytes) => {
-            Some(Metadata::parse(&prepared.plan.issuer.issuer, bytes).map_err(|e| format!("--discovery: {e}"))?)
-        }
+        Some(bytes) => Some(Metadata::parse(&prepared.plan.issuer.issuer, bytes).map_err(|e| format!("--discovery: {e}"))?),
         None => None,
     };
     let (mut cluster_notes, mut warnings) = (Vec::new(), Vec::new());
@@ -158,35 +129,17 @@ pub fn run_reporting(
         &mut cluster_notes,
         &mut warnings,
     )?;
-    report.extend(
-        prepared
-            .notes
-            .iter()
-            .chain(&cluster_notes)
-            .map(|n| format!("note: {n}")),
-    );
+    report.extend(prepared.notes.iter().chain(&cluster_notes).map(|n| format!("note: {n}")));
     report.extend(warnings.iter().map(|w| format!("warning: {w}")));
     notes.extend(cluster_notes);
     notes.extend(warnings.iter().map(|w| format!("warning: {w}")));
 
-    let bootstrap = render::bootstrap(
-        &prepared.plan,
-        &prepared.text,
-        &clusters,
-        &req.options,
-        &notes,
-    );
+    let bootstrap = render::bootstrap(&prepared.plan, &prepared.text, &clusters, &req.options, &notes);
     let sds = match (&req.options.sds_path, &req.options.client_cert) {
-        (Some(_), Some((crt, key))) if clusters.iter().any(|c| c.client_cert) => {
-            Some(render::sds_file(crt, key))
-        }
+        (Some(_), Some((crt, key))) if clusters.iter().any(|c| c.client_cert) => Some(render::sds_file(crt, key)),
         _ => None,
     };
-    Ok(Rendered {
-        bootstrap,
-        sds,
-        report: Vec::new(),
-    })
+    Ok(Rendered { bootstrap, sds, report: Vec::new() })
 }
 
 #[cfg(test)]
@@ -214,8 +167,8 @@ mod tests {
     }
 
     fn embedded(bootstrap: &Value) -> envoy_oidc::core::config::Plan {
-        let v = &bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-            ["typed_config"]["http_filters"][0]["typed_config"]["config"]["configuration"]["value"];
+        let v = &bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
+            ["typed_config"]["config"]["configuration"]["value"];
         envoy_oidc::core::config::Plan::parse(v.as_str().unwrap().as_bytes()).unwrap()
     }
 
@@ -228,30 +181,14 @@ mod tests {
         assert_eq!(plan.issuer.cluster, "idp");
         assert_eq!(plan.policy.client.tls_client_auth_cluster.as_deref(), Some("idp-mtls"));
         let clusters = b["static_resources"]["clusters"].as_sequence().unwrap();
-        let names: Vec<&str> = clusters
-            .iter()
-            .map(|c| c["name"].as_str().unwrap())
-            .collect();
+        let names: Vec<&str> = clusters.iter().map(|c| c["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["idp", "idp-mtls", "upstream"]);
-        assert_eq!(
-            clusters[1]["transport_socket"]["typed_config"]["sni"].as_str(),
-            Some("idp.example.com")
-        );
+        assert_eq!(clusters[1]["transport_socket"]["typed_config"]["sni"].as_str(), Some("idp.example.com"));
         let report = r.report.join("\n");
-        assert!(
-            report.contains("Kong fields this filter does not support"),
-            "{report}"
-        );
+        assert!(report.contains("Kong fields this filter does not support"), "{report}");
         assert!(report.contains("consumer_claim"), "{report}");
-        assert!(
-            report.contains("more fields were null or at Kong's default"),
-            "{report}"
-        );
-        assert!(run(&request(kong::tests::ADMIN_API), true)
-            .unwrap()
-            .report
-            .join("\n")
-            .contains("dropped at Kong's default or null: "));
+        assert!(report.contains("more fields were null or at Kong's default"), "{report}");
+        assert!(run(&request(kong::tests::ADMIN_API), true).unwrap().report.join("\n").contains("dropped at Kong's default or null: "));
     }
 
     #[test]
@@ -261,35 +198,25 @@ mod tests {
         req.options.sds_path = Some("/run/envoy-client-cert-sds.yaml".into());
         let r = run(&req, false).unwrap();
         let b = parse(&r.bootstrap);
-        let mtls = &b["static_resources"]["clusters"][1]["transport_socket"]["typed_config"]
-            ["common_tls_context"];
+        let mtls = &b["static_resources"]["clusters"][1]["transport_socket"]["typed_config"]["common_tls_context"];
         assert!(mtls.get("validation_context").is_none(), "{}", r.bootstrap);
         assert!(mtls.get("tls_certificates").is_none());
         assert_eq!(
-            mtls["tls_certificate_sds_secret_configs"][0]["sds_config"]["path_config_source"]
-                ["path"]
-                .as_str(),
+            mtls["tls_certificate_sds_secret_configs"][0]["sds_config"]["path_config_source"]["path"].as_str(),
             Some("/run/envoy-client-cert-sds.yaml")
         );
         // the plain cluster still verifies
-        let plain = &b["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]
-            ["common_tls_context"];
+        let plain = &b["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]["common_tls_context"];
         assert!(plain.get("validation_context").is_some());
         let sds = parse(r.sds.as_deref().unwrap());
-        assert_eq!(
-            sds["resources"][0]["tls_certificate"]["certificate_chain"]["filename"].as_str(),
-            Some("client.crt")
-        );
+        assert_eq!(sds["resources"][0]["tls_certificate"]["certificate_chain"]["filename"].as_str(), Some("client.crt"));
         // the filter does not (yet) take the key: it is not embedded
-        let plan_text = b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-            ["typed_config"]["http_filters"][0]["typed_config"]["config"]["configuration"]["value"]
+        let plan_text = b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
+            ["typed_config"]["config"]["configuration"]["value"]
             .as_str()
             .unwrap()
             .to_string();
-        assert_eq!(
-            plan_text.contains("tls_client_auth_ssl_verify"),
-            plugin::filter_knows(plugin::SSL_VERIFY_KEY)
-        );
+        assert_eq!(plan_text.contains("tls_client_auth_ssl_verify"), plugin::filter_knows(plugin::SSL_VERIFY_KEY));
     }
 
     #[test]
@@ -298,8 +225,8 @@ mod tests {
         req.discovery = Some(br#"{"issuer":"https://idp.example.com","token_endpoint":"https://idp.example.com/token","mtls_endpoint_aliases":{"token_endpoint":"https://mtls.example.com:9444/token"}}"#.to_vec());
         let r = run(&req, false).unwrap();
         let b = parse(&r.bootstrap);
-        let sa = &b["static_resources"]["clusters"][1]["load_assignment"]["endpoints"][0]
-            ["lb_endpoints"][0]["endpoint"]["address"]["socket_address"];
+        let sa = &b["static_resources"]["clusters"][1]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+            ["socket_address"];
         assert_eq!(sa["address"].as_str(), Some("mtls.example.com"));
         assert_eq!(sa["port_value"].as_u64(), Some(9444));
         // a document for another issuer is refused
@@ -309,20 +236,10 @@ mod tests {
 
     #[test]
     fn check_validates_without_filling_in_clusters() {
-        let (_, summary) = check(
-            "issuer: https://i\nidp_cluster: 'outbound|443||i'\nclient_id: c\n",
-            false,
-            None,
-            false,
-        )
-        .unwrap();
+        let (_, summary) = check("issuer: https://i\nidp_cluster: 'outbound|443||i'\nclient_id: c\n", false, None, false).unwrap();
         let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
         assert_eq!(v["idp_cluster"], "outbound|443||i");
-        assert!(
-            check("issuer: https://i\nclient_id: c\n", false, None, false)
-                .unwrap_err()
-                .contains("idp_cluster")
-        );
+        assert!(check("issuer: https://i\nclient_id: c\n", false, None, false).unwrap_err().contains("idp_cluster"));
         let (report, summary) = check(
             r#"{"name":"openid-connect","config":{"issuer":"https://i","client_id":["c"],"consumer_claim":["sub"]}}"#,
             false,
@@ -336,15 +253,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem() {
-        assert!(run(&request("- a\n- b\n"), false)
-            .unwrap_err()
-            .contains("mapping"));
-        assert!(run(
-            &request("issuer: https://i\nclient_id: c\nauth_methods: [pasword]\n"),
-            false
-        )
-        .unwrap_err()
-        .contains("auth_methods"));
+        assert!(run(&request("- a\n- b\n"), false).unwrap_err().contains("mapping"));
+        assert!(run(&request("issuer: https://i\nclient_id: c\nauth_methods: [pasword]\n"), false).unwrap_err().contains("auth_methods"));
         let mut req = request("issuer: https://i\nclient_id: c\nclient_auth: tls_client_auth\n");
         req.options.client_cert = None;
         assert!(run(&req, false).unwrap_err().contains("--client-cert"));

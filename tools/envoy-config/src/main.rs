@@ -68,14 +68,8 @@ fn parse_args(args: Vec<String>) -> Result<Option<Cli>, String> {
     let mut key = None;
     let mut options = Options {
         source: String::new(),
-        listen: Addr {
-            host: "0.0.0.0".into(),
-            port: 8000,
-        },
-        upstream: Addr {
-            host: "127.0.0.1".into(),
-            port: 9080,
-        },
+        listen: Addr { host: "0.0.0.0".into(), port: 8000 },
+        upstream: Addr { host: "127.0.0.1".into(), port: 9080 },
         admin: Some(9901),
         wasm: "dist/oidc.wasm".into(),
         client_cert: None,
@@ -89,12 +83,8 @@ fn parse_args(args: Vec<String>) -> Result<Option<Cli>, String> {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
             _ => (arg.clone(), None),
         };
-        let mut value = |name: &str| -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+        let mut value =
+            |name: &str| -> Result<String, String> { inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{name} needs a value")) };
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
             "--version" => {
@@ -106,23 +96,13 @@ fn parse_args(args: Vec<String>) -> Result<Option<Cli>, String> {
             "--client-key" => key = Some(value("--client-key")?),
             "--idp-ca" => options.idp_ca = Some(value("--idp-ca")?),
             "--verify-depth" => {
-                options.verify_depth = value("--verify-depth")?
-                    .parse()
-                    .map_err(|_| "--verify-depth: a number".to_string())?
+                options.verify_depth = value("--verify-depth")?.parse().map_err(|_| "--verify-depth: a number".to_string())?
             }
             "--discovery" => discovery = Some(PathBuf::from(value("--discovery")?)),
-            "--listen" => {
-                options.listen =
-                    Addr::parse(&value("--listen")?).map_err(|e| format!("--listen: {e}"))?
-            }
-            "--upstream" => {
-                options.upstream =
-                    Addr::parse(&value("--upstream")?).map_err(|e| format!("--upstream: {e}"))?
-            }
+            "--listen" => options.listen = Addr::parse(&value("--listen")?).map_err(|e| format!("--listen: {e}"))?,
+            "--upstream" => options.upstream = Addr::parse(&value("--upstream")?).map_err(|e| format!("--upstream: {e}"))?,
             "--admin" => {
-                let port: u16 = value("--admin")?
-                    .parse()
-                    .map_err(|_| "--admin: a port number".to_string())?;
+                let port: u16 = value("--admin")?.parse().map_err(|_| "--admin: a port number".to_string())?;
                 options.admin = (port != 0).then_some(port);
             }
             "--wasm" => options.wasm = value("--wasm")?,
@@ -145,17 +125,7 @@ fn parse_args(args: Vec<String>) -> Result<Option<Cli>, String> {
         (None, None) => None,
         _ => return Err("--client-cert and --client-key go together".into()),
     };
-    Ok(Some(Cli {
-        input,
-        check,
-        out,
-        sds,
-        verbose,
-        discovery,
-        req_from_kong: from_kong,
-        kong_plugin,
-        options,
-    }))
+    Ok(Some(Cli { input, check, out, sds, verbose, discovery, req_from_kong: from_kong, kong_plugin, options }))
 }
 
 /// `dir/envoy.yaml` → `dir/envoy-client-cert-sds.yaml`, absolute (Envoy resolves a relative
@@ -167,9 +137,7 @@ fn sds_path(out: &Path) -> Result<PathBuf, String> {
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let dir = dir
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dir = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok(dir.join(format!("{stem}-client-cert-sds.yaml")))
 }
 
@@ -197,26 +165,15 @@ fn main() -> ExitCode {
 fn render(mut cli: Cli) -> Result<(), String> {
     let input = if cli.input == "-" {
         let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| format!("stdin: {e}"))?;
+        std::io::stdin().read_to_string(&mut s).map_err(|e| format!("stdin: {e}"))?;
         s
     } else {
         std::fs::read_to_string(&cli.input).map_err(|e| format!("{}: {e}", cli.input))?
     };
-    cli.options.source = if cli.input == "-" {
-        "standard input".into()
-    } else {
-        cli.input.clone()
-    };
+    cli.options.source = if cli.input == "-" { "standard input".into() } else { cli.input.clone() };
     if cli.check {
-        let (report, summary) = check(
-            &input,
-            cli.req_from_kong,
-            cli.kong_plugin.as_deref(),
-            cli.verbose,
-        )
-        .map_err(|e| format!("{}: {e}", cli.options.source))?;
+        let (report, summary) = check(&input, cli.req_from_kong, cli.kong_plugin.as_deref(), cli.verbose)
+            .map_err(|e| format!("{}: {e}", cli.options.source))?;
         for line in &report {
             eprintln!("oidc-envoy-config: {line}");
         }
@@ -228,10 +185,7 @@ fn render(mut cli: Cli) -> Result<(), String> {
         None => None,
     };
     let sds = if cli.sds {
-        let out = cli
-            .out
-            .as_deref()
-            .ok_or("--sds writes its file beside --out: give --out")?;
+        let out = cli.out.as_deref().ok_or("--sds writes its file beside --out: give --out")?;
         if cli.options.client_cert.is_none() {
             return Err("--sds needs --client-cert and --client-key".into());
         }
@@ -242,14 +196,8 @@ fn render(mut cli: Cli) -> Result<(), String> {
         None
     };
     for (what, file) in [
-        cli.options
-            .client_cert
-            .as_ref()
-            .map(|(c, _)| ("--client-cert", c.as_str())),
-        cli.options
-            .client_cert
-            .as_ref()
-            .map(|(_, k)| ("--client-key", k.as_str())),
+        cli.options.client_cert.as_ref().map(|(c, _)| ("--client-cert", c.as_str())),
+        cli.options.client_cert.as_ref().map(|(_, k)| ("--client-key", k.as_str())),
         cli.options.idp_ca.as_deref().map(|c| ("--idp-ca", c)),
         Some(("--wasm", cli.options.wasm.as_str())),
     ]
@@ -261,13 +209,8 @@ fn render(mut cli: Cli) -> Result<(), String> {
         }
     }
 
-    let req = Request {
-        input,
-        from_kong: cli.req_from_kong,
-        kong_plugin: cli.kong_plugin.clone(),
-        discovery,
-        options: cli.options.clone(),
-    };
+    let req =
+        Request { input, from_kong: cli.req_from_kong, kong_plugin: cli.kong_plugin.clone(), discovery, options: cli.options.clone() };
     let mut report = Vec::new();
     let result = run_reporting(&req, cli.verbose, &mut report);
     for line in &report {

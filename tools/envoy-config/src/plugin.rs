@@ -15,12 +15,8 @@ pub const DEFAULT_IDP_CLUSTER: &str = "idp";
 pub const DEFAULT_TLS_CLUSTER: &str = "idp-mtls";
 
 /// The filter's keys that name a client authentication method.
-pub const CLIENT_AUTH_KEYS: [&str; 4] = [
-    "client_auth",
-    "token_endpoint_auth_method",
-    "introspection_endpoint_auth_method",
-    "revocation_endpoint_auth_method",
-];
+pub const CLIENT_AUTH_KEYS: [&str; 4] =
+    ["client_auth", "token_endpoint_auth_method", "introspection_endpoint_auth_method", "revocation_endpoint_auth_method"];
 
 /// A configuration ready to embed.
 #[derive(Debug)]
@@ -79,16 +75,13 @@ pub fn prepare(mut config: Mapping, verbatim: Option<&str>) -> Result<Prepared, 
     if !config.contains_key("idp_cluster") {
         config.insert("idp_cluster".into(), DEFAULT_IDP_CLUSTER.into());
         changed = true;
-        notes.push(format!(
-            "idp_cluster: not set; the rendered cluster is `{DEFAULT_IDP_CLUSTER}`"
-        ));
+        notes.push(format!("idp_cluster: not set; the rendered cluster is `{DEFAULT_IDP_CLUSTER}`"));
     }
     if !config.contains_key("tls_client_auth_cluster") && uses_tls(&config) {
         config.insert("tls_client_auth_cluster".into(), DEFAULT_TLS_CLUSTER.into());
         changed = true;
-        notes.push(format!(
-            "tls_client_auth_cluster: not set; the rendered cluster with the client certificate is `{DEFAULT_TLS_CLUSTER}`"
-        ));
+        notes
+            .push(format!("tls_client_auth_cluster: not set; the rendered cluster with the client certificate is `{DEFAULT_TLS_CLUSTER}`"));
     }
 
     if changed {
@@ -99,12 +92,7 @@ pub fn prepare(mut config: Mapping, verbatim: Option<&str>) -> Result<Prepared, 
         _ => serde_yaml_ng::to_string(&Value::Mapping(config)).map_err(|e| e.to_string())?,
     };
     let plan = Plan::parse(text.as_bytes()).map_err(|e| e.to_string())?;
-    Ok(Prepared {
-        text,
-        plan,
-        mtls_ssl_verify,
-        notes,
-    })
+    Ok(Prepared { text, plan, mtls_ssl_verify, notes })
 }
 
 /// `issuer`, `idp_cluster`, `tls_client_auth_cluster` first, the rest in order.
@@ -129,10 +117,7 @@ fn issuer_and_clusters_first(config: Mapping) -> Mapping {
 fn embeddable(text: &str) -> bool {
     !text.contains('\r')
         && !text.trim().is_empty()
-        && text
-            .lines()
-            .find(|l| !l.trim().is_empty())
-            .is_some_and(|l| !l.starts_with([' ', '\t']) && l.trim() != "---")
+        && text.lines().find(|l| !l.trim().is_empty()).is_some_and(|l| !l.starts_with([' ', '\t']) && l.trim() != "---")
 }
 
 #[cfg(test)]
@@ -149,7 +134,8 @@ mod tests {
             assert!(filter_knows(key), "{key}");
         }
         assert!(!filter_knows("clinet_id"));
-        let c = map("client_auth: [tls_client_auth]\nrevocation_endpoint_auth_method: private_key_jwt\ntoken_endpoint_auth_method: nonsense\n");
+        let c =
+            map("client_auth: [tls_client_auth]\nrevocation_endpoint_auth_method: private_key_jwt\ntoken_endpoint_auth_method: nonsense\n");
         assert_eq!(client_auths(&c), [ClientAuth::TlsClientAuth, ClientAuth::PrivateKeyJwt]);
         assert!(uses_tls(&c));
         assert!(!uses_tls(&map("client_auth: client_secret_basic\n")));
@@ -171,19 +157,9 @@ mod tests {
         assert_eq!(p.plan.issuer.cluster, "idp");
         assert_eq!(p.plan.policy.client.tls_client_auth_cluster.as_deref(), Some("idp-mtls"));
         assert_eq!(p.notes.len(), 2);
-        assert!(
-            p.text.starts_with(
-                "issuer: https://idp\nidp_cluster: idp\ntls_client_auth_cluster: idp-mtls\n"
-            ),
-            "{}",
-            p.text
-        );
+        assert!(p.text.starts_with("issuer: https://idp\nidp_cluster: idp\ntls_client_auth_cluster: idp-mtls\n"), "{}", p.text);
         // no TLS method: no TLS cluster
-        let p = prepare(
-            map("issuer: https://idp\nclient_id: c\nclient_secret: s\n"),
-            None,
-        )
-        .unwrap();
+        let p = prepare(map("issuer: https://idp\nclient_id: c\nclient_secret: s\n"), None).unwrap();
         assert_eq!(p.plan.policy.client.tls_client_auth_cluster, None);
     }
 
@@ -198,20 +174,12 @@ mod tests {
             assert!(!p.text.contains(SSL_VERIFY_KEY), "{}", p.text);
             assert!(p.notes[0].contains("left out"));
         }
-        assert!(prepare(
-            map("issuer: https://i\ntls_client_auth_ssl_verify: maybe\n"),
-            None
-        )
-        .is_err());
+        assert!(prepare(map("issuer: https://i\ntls_client_auth_ssl_verify: maybe\n"), None).is_err());
     }
 
     #[test]
     fn the_filters_errors_come_through() {
-        let e = prepare(
-            map("issuer: https://idp\nclient_id: c\ntimeout: soon\n"),
-            None,
-        )
-        .unwrap_err();
+        let e = prepare(map("issuer: https://idp\nclient_id: c\ntimeout: soon\n"), None).unwrap_err();
         assert!(e.contains("timeout"), "{e}");
         let e = prepare(map("issuer: https://idp\nclinet_id: c\n"), None).unwrap_err();
         assert!(e.contains("clinet_id"), "{e}");

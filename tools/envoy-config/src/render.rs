@@ -34,18 +34,12 @@ impl Addr {
     pub fn parse(s: &str) -> Result<Addr, String> {
         let bad = || format!("`{s}` is not host:port");
         let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
         if host.is_empty() || host.contains(char::is_whitespace) {
             return Err(bad());
         }
         let port = port.parse::<u16>().map_err(|_| bad())?;
-        Ok(Addr {
-            host: host.to_string(),
-            port,
-        })
+        Ok(Addr { host: host.to_string(), port })
     }
 
     fn is_ip(&self) -> bool {
@@ -87,26 +81,12 @@ pub struct Cluster {
 
 /// Host and port of an endpoint URL.
 fn target(ep: &Endpoint) -> Result<(Addr, bool), String> {
-    let uri: http::Uri = ep
-        .url
-        .parse()
-        .map_err(|_| format!("`{}` is not a URL", ep.url))?;
+    let uri: http::Uri = ep.url.parse().map_err(|_| format!("`{}` is not a URL", ep.url))?;
     let tls = uri.scheme_str() != Some("http");
-    let host = uri
-        .host()
-        .ok_or_else(|| format!("`{}` has no host", ep.url))?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let host = uri.host().ok_or_else(|| format!("`{}` has no host", ep.url))?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    Ok((
-        Addr {
-            host: host.to_string(),
-            port,
-        },
-        tls,
-    ))
+    Ok((Addr { host: host.to_string(), port }, tls))
 }
 
 /// The IdP clusters for `plan`; `notes` and `warnings` get what the operator should know.
@@ -121,10 +101,7 @@ pub fn clusters(
     let (issuer, issuer_tls) = target(&plan.issuer.discovery)?;
     let client = &plan.policy.client;
     if !issuer_tls {
-        warnings.push(format!(
-            "the issuer `{}` is plain http: the IdP clusters have no TLS",
-            plan.issuer.issuer
-        ));
+        warnings.push(format!("the issuer `{}` is plain http: the IdP clusters have no TLS", plan.issuer.issuer));
     }
     let has = |m: AuthMethod| plan.policy.has(m);
     let calls: [(Which, ClientAuth, Option<&Endpoint>, bool); 3] = [
@@ -132,23 +109,10 @@ pub fn clusters(
             Which::Token,
             client.token_auth,
             client.mtls.token.as_ref(),
-            has(AuthMethod::Password)
-                || has(AuthMethod::RefreshToken)
-                || has(AuthMethod::AuthorizationCode)
-                || has(AuthMethod::Session),
+            has(AuthMethod::Password) || has(AuthMethod::RefreshToken) || has(AuthMethod::AuthorizationCode) || has(AuthMethod::Session),
         ),
-        (
-            Which::Introspection,
-            client.introspection_auth,
-            client.mtls.introspection.as_ref(),
-            has(AuthMethod::Introspection),
-        ),
-        (
-            Which::Revocation,
-            client.revocation_auth,
-            client.mtls.revocation.as_ref(),
-            plan.policy.logout.revoke,
-        ),
+        (Which::Introspection, client.introspection_auth, client.mtls.introspection.as_ref(), has(AuthMethod::Introspection)),
+        (Which::Revocation, client.revocation_auth, client.mtls.revocation.as_ref(), plan.policy.logout.revoke),
     ];
 
     let mut idp_carries = vec!["discovery".to_string(), "JWKS".to_string()];
@@ -179,10 +143,7 @@ pub fn clusters(
             mtls.push((addr, tls, what));
         } else {
             idp_carries.push(format!("{call} ({})", auth.name()));
-            if let Some(ep) = meta
-                .and_then(|m| client.route(m, which, auth))
-                .map(|(_, ep)| ep)
-            {
+            if let Some(ep) = meta.and_then(|m| client.route(m, which, auth)).map(|(_, ep)| ep) {
                 off_issuer(ep, &issuer, "idp_cluster", warnings)?;
             }
         }
@@ -214,10 +175,7 @@ pub fn clusters(
         }
     }
     if distinct.len() > 1 {
-        let list: Vec<String> = mtls
-            .iter()
-            .map(|(a, _, w)| format!("{w} on {}:{}", a.host, a.port))
-            .collect();
+        let list: Vec<String> = mtls.iter().map(|(a, _, w)| format!("{w} on {}:{}", a.host, a.port)).collect();
         return Err(format!(
             "the TLS-authenticated calls go to {} different hosts, but the filter sends all of them through the one `tls_client_auth_cluster`: {}",
             distinct.len(),
@@ -236,10 +194,8 @@ pub fn clusters(
     match &client.tls_client_auth_cluster {
         None => {
             if has_client_cert {
-                warnings.push(
-                    "--client-cert is not used: no call is authenticated with tls_client_auth or self_signed_tls_client_auth"
-                        .into(),
-                );
+                warnings
+                    .push("--client-cert is not used: no call is authenticated with tls_client_auth or self_signed_tls_client_auth".into());
             }
         }
         Some(name) => {
@@ -248,18 +204,12 @@ pub fn clusters(
                     "`tls_client_auth_cluster` ({name}) presents the client certificate: give --client-cert and --client-key"
                 ));
             }
-            let (addr, tls) = distinct
-                .into_iter()
-                .next()
-                .unwrap_or((issuer.clone(), issuer_tls));
+            let (addr, tls) = distinct.into_iter().next().unwrap_or((issuer.clone(), issuer_tls));
             if !tls {
                 return Err("tls_client_auth needs https endpoints".into());
             }
             let carries: Vec<String> = if mtls.is_empty() {
-                vec![
-                    "no call in the configured methods; kept because the configuration names it"
-                        .into(),
-                ]
+                vec!["no call in the configured methods; kept because the configuration names it".into()]
             } else {
                 mtls.into_iter().map(|(_, _, w)| w).collect()
             };
@@ -274,26 +224,14 @@ pub fn clusters(
                 out[0].verify = mtls_verify;
                 out[0].carries.extend(carries);
             } else {
-                out.push(Cluster {
-                    name: name.clone(),
-                    target: addr,
-                    tls,
-                    client_cert: true,
-                    verify: mtls_verify,
-                    carries,
-                });
+                out.push(Cluster { name: name.clone(), target: addr, tls, client_cert: true, verify: mtls_verify, carries });
             }
         }
     }
     Ok(out)
 }
 
-fn off_issuer(
-    ep: &Endpoint,
-    issuer: &Addr,
-    cluster: &str,
-    warnings: &mut Vec<String>,
-) -> Result<(), String> {
+fn off_issuer(ep: &Endpoint, issuer: &Addr, cluster: &str, warnings: &mut Vec<String>) -> Result<(), String> {
     let (addr, _) = target(ep)?;
     if &addr != issuer {
         warnings.push(format!(
@@ -343,14 +281,7 @@ impl Out {
 }
 
 fn socket_address(out: &mut Out, indent: usize, addr: &Addr) {
-    out.line(
-        indent,
-        &format!(
-            "socket_address: {{address: {}, port_value: {}}}",
-            q(&addr.host),
-            addr.port
-        ),
-    );
+    out.line(indent, &format!("socket_address: {{address: {}, port_value: {}}}", q(&addr.host), addr.port));
 }
 
 fn endpoints(out: &mut Out, indent: usize, name: &str, addr: &Addr) {
@@ -373,27 +304,12 @@ fn discovery_type(out: &mut Out, indent: usize, addr: &Addr, dns: &str) {
 }
 
 /// The complete bootstrap.
-pub fn bootstrap(
-    plan: &Plan,
-    plugin_text: &str,
-    clusters: &[Cluster],
-    opts: &Options,
-    notes: &[String],
-) -> String {
+pub fn bootstrap(plan: &Plan, plugin_text: &str, clusters: &[Cluster], opts: &Options, notes: &[String]) -> String {
     let mut o = Out(String::new());
     let ca = opts.idp_ca.as_deref().unwrap_or(SYSTEM_CA);
 
-    o.line(
-        0,
-        &format!(
-            "# Envoy bootstrap for the envoy-oidc filter, rendered by oidc-envoy-config {}",
-            env!("CARGO_PKG_VERSION")
-        ),
-    );
-    o.line(
-        0,
-        &format!("# from the plugin configuration in {}.", opts.source),
-    );
+    o.line(0, &format!("# Envoy bootstrap for the envoy-oidc filter, rendered by oidc-envoy-config {}", env!("CARGO_PKG_VERSION")));
+    o.line(0, &format!("# from the plugin configuration in {}.", opts.source));
     o.line(0, "#");
     o.line(
         0,
@@ -414,11 +330,7 @@ pub fn bootstrap(
                 q(&c.name),
                 c.target.host,
                 c.target.port,
-                if c.client_cert {
-                    ", presents the client certificate"
-                } else {
-                    ""
-                }
+                if c.client_cert { ", presents the client certificate" } else { "" }
             ),
         );
     }
@@ -438,14 +350,7 @@ pub fn bootstrap(
     if let Some(port) = opts.admin {
         o.line(0, "admin:");
         o.line(2, "address:");
-        socket_address(
-            &mut o,
-            4,
-            &Addr {
-                host: "127.0.0.1".into(),
-                port,
-            },
-        );
+        socket_address(&mut o, 4, &Addr { host: "127.0.0.1".into(), port });
         o.line(0, "");
     }
 
@@ -473,25 +378,16 @@ pub fn bootstrap(
     o.comment(10, "The OpenID Connect filter. Its configuration (below) was validated by the filter's own configuration code (envoy_oidc::core::config) when this file was rendered.");
     o.line(10, "- name: envoy.filters.http.wasm");
     o.line(12, "typed_config:");
-    o.line(
-        14,
-        "\"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-    );
+    o.line(14, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm");
     o.line(14, "config:");
     o.line(16, "name: oidc");
     o.line(16, "root_id: oidc");
     o.line(16, "vm_config:");
     o.line(18, "vm_id: oidc");
     o.line(18, "runtime: envoy.wasm.runtime.v8");
-    o.line(
-        18,
-        &format!("code: {{local: {{filename: {}}}}}", q(&opts.wasm)),
-    );
+    o.line(18, &format!("code: {{local: {{filename: {}}}}}", q(&opts.wasm)));
     o.line(16, "configuration:");
-    o.line(
-        18,
-        "\"@type\": type.googleapis.com/google.protobuf.StringValue",
-    );
+    o.line(18, "\"@type\": type.googleapis.com/google.protobuf.StringValue");
     o.line(18, "value: |");
     for l in plugin_text.lines() {
         if l.trim().is_empty() {
@@ -502,10 +398,7 @@ pub fn bootstrap(
     }
     o.line(10, "- name: envoy.filters.http.router");
     o.line(12, "typed_config:");
-    o.line(
-        14,
-        "\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
-    );
+    o.line(14, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router");
     o.line(0, "");
 
     o.line(2, "clusters:");
@@ -525,23 +418,11 @@ pub fn bootstrap(
 
 fn idp_cluster(o: &mut Out, c: &Cluster, ca: &str, opts: &Options) {
     let role = if c.client_cert {
-        format!(
-            "presents the filter's client certificate (RFC 8705 mutual TLS) for: {}.",
-            c.carries.join(", ")
-        )
+        format!("presents the filter's client certificate (RFC 8705 mutual TLS) for: {}.", c.carries.join(", "))
     } else {
-        format!(
-            "server-authenticated TLS only, for: {}.",
-            c.carries.join(", ")
-        )
+        format!("server-authenticated TLS only, for: {}.", c.carries.join(", "))
     };
-    o.comment(
-        2,
-        &format!(
-            "\"{}\": the IdP at {}:{}, {role}",
-            c.name, c.target.host, c.target.port
-        ),
-    );
+    o.comment(2, &format!("\"{}\": the IdP at {}:{}, {role}", c.name, c.target.host, c.target.port));
     o.line(2, &format!("- name: {}", q(&c.name)));
     discovery_type(o, 4, &c.target, "LOGICAL_DNS");
     o.line(4, "connect_timeout: 5s");
@@ -562,7 +443,10 @@ fn idp_cluster(o: &mut Out, c: &Cluster, ca: &str, opts: &Options) {
     if c.client_cert {
         match (&opts.sds_path, &opts.client_cert) {
             (Some(path), _) => {
-                o.comment(10, "The client certificate, through file-based SDS: Envoy reloads it when the SDS file is replaced, without a restart.");
+                o.comment(
+                    10,
+                    "The client certificate, through file-based SDS: Envoy reloads it when the SDS file is replaced, without a restart.",
+                );
                 o.line(10, "tls_certificate_sds_secret_configs:");
                 o.line(10, &format!("- name: {SDS_SECRET}"));
                 o.line(12, "sds_config:");
@@ -572,48 +456,47 @@ fn idp_cluster(o: &mut Out, c: &Cluster, ca: &str, opts: &Options) {
             (None, Some((crt, key))) => {
                 o.comment(10, "The client certificate the IdP authenticates the filter with (tls_client_auth).");
                 o.line(10, "tls_certificates:");
-                o.line(
-                    10,
-                    &format!("- certificate_chain: {{filename: {}}}", q(crt)),
-                );
+                o.line(10, &format!("- certificate_chain: {{filename: {}}}", q(crt)));
                 o.line(12, &format!("private_key: {{filename: {}}}", q(key)));
             }
             (None, None) => {}
         }
     }
     if c.verify {
-        o.comment(10, &format!(
-            "The IdP's server certificate: signed by the trusted CA{}, at most {} intermediate certificates deep, and naming {}.",
-            if opts.idp_ca.is_none() { " (the system bundle; --idp-ca for a private CA)" } else { "" },
-            opts.verify_depth,
-            c.target.host
-        ));
+        o.comment(
+            10,
+            &format!(
+                "The IdP's server certificate: signed by the trusted CA{}, at most {} intermediate certificates deep, and naming {}.",
+                if opts.idp_ca.is_none() { " (the system bundle; --idp-ca for a private CA)" } else { "" },
+                opts.verify_depth,
+                c.target.host
+            ),
+        );
         o.line(10, "validation_context:");
         o.line(12, &format!("trusted_ca: {{filename: {}}}", q(ca)));
         o.line(12, &format!("max_verify_depth: {}", opts.verify_depth));
         o.line(12, "match_typed_subject_alt_names:");
-        let san = if c.target.is_ip() {
-            "IP_ADDRESS"
-        } else {
-            "DNS"
-        };
+        let san = if c.target.is_ip() { "IP_ADDRESS" } else { "DNS" };
         o.line(12, &format!("- san_type: {san}"));
         o.line(14, &format!("matcher: {{exact: {}}}", q(&c.target.host)));
     } else {
-        o.comment(10, "tls_client_auth_ssl_verify: false -- the IdP's server certificate is NOT verified on this cluster (no validation_context).");
+        o.comment(
+            10,
+            "tls_client_auth_ssl_verify: false -- the IdP's server certificate is NOT verified on this cluster (no validation_context).",
+        );
     }
 }
 
 /// The file-based SDS resource for the client certificate.
 pub fn sds_file(cert: &str, key: &str) -> String {
     let mut o = Out(String::new());
-    o.line(0, &format!("# File-based SDS for the filter's client certificate, rendered by oidc-envoy-config {}.", env!("CARGO_PKG_VERSION")));
-    o.comment(0, "Envoy watches this file: to rotate the certificate, write the new certificate and key files, then move a new version of this file over this one (a rename, so that Envoy never reads a half-written file).");
-    o.line(0, "resources:");
     o.line(
         0,
-        "- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+        &format!("# File-based SDS for the filter's client certificate, rendered by oidc-envoy-config {}.", env!("CARGO_PKG_VERSION")),
     );
+    o.comment(0, "Envoy watches this file: to rotate the certificate, write the new certificate and key files, then move a new version of this file over this one (a rename, so that Envoy never reads a half-written file).");
+    o.line(0, "resources:");
+    o.line(0, "- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret");
     o.line(2, &format!("name: {SDS_SECRET}"));
     o.line(2, "tls_certificate:");
     o.line(4, &format!("certificate_chain: {{filename: {}}}", q(cert)));
@@ -643,11 +526,7 @@ mod tests {
     use serde_yaml_ng::Value;
 
     fn plan(extra: &str) -> Plan {
-        Plan::parse(
-            format!("issuer: https://idp.example.com\nidp_cluster: idp\nclient_id: c\n{extra}")
-                .as_bytes(),
-        )
-        .unwrap()
+        Plan::parse(format!("issuer: https://idp.example.com\nidp_cluster: idp\nclient_id: c\n{extra}").as_bytes()).unwrap()
     }
 
     const MTLS: &str = "client_auth: tls_client_auth\ntls_client_auth_cluster: idp-mtls\nauth_methods: [password, introspection]\n";
@@ -670,22 +549,10 @@ mod tests {
         let cs = clusters(&p, None, true, true, &mut n, &mut w).unwrap();
         assert_eq!(cs.len(), 2);
         assert_eq!(
-            (
-                cs[0].name.as_str(),
-                cs[0].target.host.as_str(),
-                cs[0].target.port,
-                cs[0].client_cert
-            ),
+            (cs[0].name.as_str(), cs[0].target.host.as_str(), cs[0].target.port, cs[0].client_cert),
             ("idp", "idp.example.com", 443, false)
         );
-        assert_eq!(
-            (
-                cs[1].name.as_str(),
-                cs[1].target.host.as_str(),
-                cs[1].client_cert
-            ),
-            ("idp-mtls", "idp.example.com", true)
-        );
+        assert_eq!((cs[1].name.as_str(), cs[1].target.host.as_str(), cs[1].client_cert), ("idp-mtls", "idp.example.com", true));
         assert!(n.iter().any(|x| x.contains("--discovery")), "{n:?}");
         assert!(w.is_empty(), "{w:?}");
     }
@@ -700,44 +567,20 @@ mod tests {
         let (mut n, mut w) = (Vec::new(), Vec::new());
         let cs = clusters(&p, Some(&m), true, true, &mut n, &mut w).unwrap();
         assert!(w.is_empty() && n.is_empty(), "{w:?} {n:?}");
-        assert_eq!(
-            cs[0].target,
-            Addr {
-                host: "idp.example.com".into(),
-                port: 443
-            }
-        );
-        assert_eq!(
-            cs[1].target,
-            Addr {
-                host: "mtls.idp.example.com".into(),
-                port: 8443
-            }
-        );
-        assert!(
-            cs[1]
-                .carries
-                .iter()
-                .any(|c| c.contains("discovered https://mtls.idp.example.com:8443/token")),
-            "{:?}",
-            cs[1].carries
-        );
+        assert_eq!(cs[0].target, Addr { host: "idp.example.com".into(), port: 443 });
+        assert_eq!(cs[1].target, Addr { host: "mtls.idp.example.com".into(), port: 8443 });
+        assert!(cs[1].carries.iter().any(|c| c.contains("discovered https://mtls.idp.example.com:8443/token")), "{:?}", cs[1].carries);
         // an alias for the token endpoint only: introspection goes to the plain endpoint, on
         // another host, through the same cluster: impossible with one cluster
-        let m = meta(
-            &p,
-            r#","mtls_endpoint_aliases":{"token_endpoint":"https://mtls.idp.example.com/token"}"#,
-        );
+        let m = meta(&p, r#","mtls_endpoint_aliases":{"token_endpoint":"https://mtls.idp.example.com/token"}"#);
         let e = clusters(&p, Some(&m), true, true, &mut n, &mut w).unwrap_err();
-        assert!(
-            e.contains("2 different hosts") && e.contains("tls_client_auth_cluster"),
-            "{e}"
-        );
+        assert!(e.contains("2 different hosts") && e.contains("tls_client_auth_cluster"), "{e}");
     }
 
     #[test]
     fn configured_mtls_endpoints_win() {
-        let p = plan(&format!("{MTLS}mtls_token_endpoint: https://m.example.com/t\nmtls_introspection_endpoint: https://m.example.com/i\n"));
+        let p =
+            plan(&format!("{MTLS}mtls_token_endpoint: https://m.example.com/t\nmtls_introspection_endpoint: https://m.example.com/i\n"));
         let cs = clusters(&p, None, true, true, &mut Vec::new(), &mut Vec::new()).unwrap();
         assert_eq!(cs[1].target.host, "m.example.com");
     }
@@ -745,11 +588,7 @@ mod tests {
     #[test]
     fn certificate_is_required_and_same_cluster_name_is_one_cluster() {
         let p = plan(MTLS);
-        assert!(
-            clusters(&p, None, true, false, &mut Vec::new(), &mut Vec::new())
-                .unwrap_err()
-                .contains("--client-cert")
-        );
+        assert!(clusters(&p, None, true, false, &mut Vec::new(), &mut Vec::new()).unwrap_err().contains("--client-cert"));
         let p = plan("client_auth: tls_client_auth\ntls_client_auth_cluster: idp\nauth_methods: [password]\n");
         let cs = clusters(&p, None, true, true, &mut Vec::new(), &mut Vec::new()).unwrap();
         assert_eq!(cs.len(), 1);
@@ -763,20 +602,15 @@ mod tests {
 
     #[test]
     fn bootstrap_is_valid_yaml_with_the_expected_parts() {
-        let text =
-            format!("issuer: https://idp.example.com\nidp_cluster: idp\nclient_id: c\n{MTLS}");
+        let text = format!("issuer: https://idp.example.com\nidp_cluster: idp\nclient_id: c\n{MTLS}");
         let p = Plan::parse(text.as_bytes()).unwrap();
         let cs = clusters(&p, None, true, true, &mut Vec::new(), &mut Vec::new()).unwrap();
         let y = bootstrap(&p, &text, &cs, &opts(), &["a note".into()]);
         let v: Value = serde_yaml_ng::from_str(&y).unwrap();
-        let hcm = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-            ["typed_config"];
+        let hcm = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
         let wasm = &hcm["http_filters"][0]["typed_config"]["config"];
         assert_eq!(wasm["configuration"]["value"].as_str(), Some(text.as_str()));
-        assert_eq!(
-            wasm["vm_config"]["code"]["local"]["filename"].as_str(),
-            Some("dist/oidc.wasm")
-        );
+        assert_eq!(wasm["vm_config"]["code"]["local"]["filename"].as_str(), Some("dist/oidc.wasm"));
         let clusters = v["static_resources"]["clusters"].as_sequence().unwrap();
         assert_eq!(clusters.len(), 3);
         let mtls = &clusters[1];
@@ -784,29 +618,15 @@ mod tests {
         assert_eq!(mtls["type"].as_str(), Some("LOGICAL_DNS"));
         let tls = &mtls["transport_socket"]["typed_config"];
         assert_eq!(tls["sni"].as_str(), Some("idp.example.com"));
-        assert_eq!(
-            tls["common_tls_context"]["tls_certificates"][0]["certificate_chain"]["filename"]
-                .as_str(),
-            Some("client.crt")
-        );
+        assert_eq!(tls["common_tls_context"]["tls_certificates"][0]["certificate_chain"]["filename"].as_str(), Some("client.crt"));
         let vc = &tls["common_tls_context"]["validation_context"];
         assert_eq!(vc["trusted_ca"]["filename"].as_str(), Some("ca.crt"));
         assert_eq!(vc["max_verify_depth"].as_u64(), Some(4));
-        assert_eq!(
-            vc["match_typed_subject_alt_names"][0]["matcher"]["exact"].as_str(),
-            Some("idp.example.com")
-        );
+        assert_eq!(vc["match_typed_subject_alt_names"][0]["matcher"]["exact"].as_str(), Some("idp.example.com"));
         // the plain cluster has no client certificate
-        assert!(
-            clusters[0]["transport_socket"]["typed_config"]["common_tls_context"]
-                .get("tls_certificates")
-                .is_none()
-        );
+        assert!(clusters[0]["transport_socket"]["typed_config"]["common_tls_context"].get("tls_certificates").is_none());
         assert_eq!(clusters[2]["type"].as_str(), Some("STRICT_DNS"));
-        assert_eq!(
-            v["admin"]["address"]["socket_address"]["port_value"].as_u64(),
-            Some(9901)
-        );
+        assert_eq!(v["admin"]["address"]["socket_address"]["port_value"].as_u64(), Some(9901));
         assert!(y.contains("# - a note"));
     }
 
@@ -823,44 +643,23 @@ mod tests {
         assert!(v.get("admin").is_none());
         let clusters = v["static_resources"]["clusters"].as_sequence().unwrap();
         let mtls = &clusters[1]["transport_socket"]["typed_config"];
-        assert!(
-            mtls["common_tls_context"]
-                .get("validation_context")
-                .is_none(),
-            "{y}"
-        );
+        assert!(mtls["common_tls_context"].get("validation_context").is_none(), "{y}");
         // an IP: STATIC, no SNI, SAN of type IP_ADDRESS on the verified cluster
         assert_eq!(clusters[1]["type"].as_str(), Some("STATIC"));
         assert!(mtls.get("sni").is_none());
-        let plain = &clusters[0]["transport_socket"]["typed_config"]["common_tls_context"]
-            ["validation_context"];
-        assert_eq!(
-            plain["match_typed_subject_alt_names"][0]["san_type"].as_str(),
-            Some("IP_ADDRESS")
-        );
+        let plain = &clusters[0]["transport_socket"]["typed_config"]["common_tls_context"]["validation_context"];
+        assert_eq!(plain["match_typed_subject_alt_names"][0]["san_type"].as_str(), Some("IP_ADDRESS"));
         let sds = &mtls["common_tls_context"]["tls_certificate_sds_secret_configs"][0];
         assert_eq!(sds["name"].as_str(), Some(SDS_SECRET));
-        assert_eq!(
-            sds["sds_config"]["path_config_source"]["path"].as_str(),
-            Some("/etc/envoy/client-cert-sds.yaml")
-        );
+        assert_eq!(sds["sds_config"]["path_config_source"]["path"].as_str(), Some("/etc/envoy/client-cert-sds.yaml"));
         let s: Value = serde_yaml_ng::from_str(&sds_file("c.crt", "c.key")).unwrap();
         assert_eq!(s["resources"][0]["name"].as_str(), Some(SDS_SECRET));
-        assert_eq!(
-            s["resources"][0]["tls_certificate"]["private_key"]["filename"].as_str(),
-            Some("c.key")
-        );
+        assert_eq!(s["resources"][0]["tls_certificate"]["private_key"]["filename"].as_str(), Some("c.key"));
     }
 
     #[test]
     fn addresses() {
-        assert_eq!(
-            Addr::parse("[::1]:80").unwrap(),
-            Addr {
-                host: "::1".into(),
-                port: 80
-            }
-        );
+        assert_eq!(Addr::parse("[::1]:80").unwrap(), Addr { host: "::1".into(), port: 80 });
         assert!(Addr::parse("host").is_err());
         assert!(Addr::parse("host:99999").is_err());
     }
