@@ -12,7 +12,7 @@ ENVOY_VER    := 1.40.0
 RUN          := .run
 SOURCES      := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 
-.PHONY: all build test unit clippy integration run deps target venv idp-deps browser-deps pki clean bench size envoy-config k8s-check load test-matrix fuzz fuzz-smoke fuzz-deps
+.PHONY: all build test fmt-check unit clippy integration run deps target venv idp-deps browser-deps pki clean bench size envoy-config k8s-check load test-matrix fuzz fuzz-smoke fuzz-deps
 
 all: build
 
@@ -51,8 +51,12 @@ tests/idp/node_modules/.package-lock.json: tests/idp/package-lock.json
 
 deps: target venv idp-deps
 
-## test: unit tests, clippy on the wasm target, integration tests in real Envoy
-test: unit clippy k8s-check integration
+## test: formatting, unit tests (the core against a simulated host, the layout), clippy on the
+##       wasm target, integration tests in real Envoy
+test: fmt-check unit clippy k8s-check integration
+
+fmt-check:
+	cargo fmt --all --check
 
 unit:
 	cargo test --locked

@@ -22,13 +22,12 @@ const fn token_byte(b: u8) -> bool {
 }
 
 /// Whether `s` may be a header value as it is.
-pub const fn valid_value(s: &[u8]) -> bool {
-    let mut i = 0;
-    while i < s.len() {
-        if !value_byte(s[i]) {
+pub const fn valid_value(mut s: &[u8]) -> bool {
+    while let [b, rest @ ..] = s {
+        if !value_byte(*b) {
             return false;
         }
-        i += 1;
+        s = rest;
     }
     true
 }
@@ -36,18 +35,18 @@ pub const fn valid_value(s: &[u8]) -> bool {
 /// Whether `s` is a lowercase token (a header name as HTTP/2 writes it). Pseudo-headers
 /// (`:path`) are allowed: the adapter sets `:path` when a credential leaves the query.
 pub const fn valid_name(s: &[u8]) -> bool {
-    if s.is_empty() {
+    let mut rest = match s {
+        [b':', rest @ ..] => rest,
+        _ => s,
+    };
+    if rest.is_empty() {
         return false;
     }
-    let mut i = if s[0] == b':' { 1 } else { 0 };
-    if i == s.len() {
-        return false;
-    }
-    while i < s.len() {
-        if !token_byte(s[i]) {
+    while let [b, tail @ ..] = rest {
+        if !token_byte(*b) {
             return false;
         }
-        i += 1;
+        rest = tail;
     }
     true
 }

@@ -155,7 +155,7 @@ fn a_token_of_an_unknown_key_is_refused_never_let_through() {
     // the unknown key made the set be fetched again, at most once per worker with the lease
     // or as a bounded follower; nothing was let through meanwhile
     let hits = sim.idp.hits(Purpose::Jwks);
-    assert!(hits >= 2 && hits <= 1 + 2 * (1 + crate::core::docs::FOLLOWERS), "{hits}");
+    assert!((2..=1 + 2 * (1 + crate::core::docs::FOLLOWERS)).contains(&hits), "{hits}");
     assert!(sim.violations.is_empty(), "{:?}", sim.violations);
 }
 

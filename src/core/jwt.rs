@@ -220,14 +220,14 @@ fn claims_hold(claims: &Claims, expect: &Expect<'_>) -> bool {
     let (Ok(Some(exp)), Ok(nbf), Ok(iat)) = (time("exp"), time("nbf"), time("iat")) else { return false };
     let (now, leeway) = (expect.now_secs, expect.leeway_secs);
     let latest = now.saturating_add(leeway);
-    let in_time = now <= exp.saturating_add(leeway) && nbf.map_or(true, |n| n <= latest) && iat.map_or(true, |i| i <= latest);
+    let in_time = now <= exp.saturating_add(leeway) && nbf.is_none_or(|n| n <= latest) && iat.is_none_or(|i| i <= latest);
     let issuer = claims.get("iss").and_then(|i| i.as_str()) == Some(expect.issuer);
-    let audience = expect.audience.map_or(true, |want| match claims.get("aud") {
+    let audience = expect.audience.is_none_or(|want| match claims.get("aud") {
         Some(serde_json::Value::String(a)) => a == want,
         Some(serde_json::Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(want)),
         _ => false,
     });
-    let nonce = expect.nonce.map_or(true, |want| claims.get("nonce").and_then(|n| n.as_str()) == Some(want));
+    let nonce = expect.nonce.is_none_or(|want| claims.get("nonce").and_then(|n| n.as_str()) == Some(want));
     in_time && issuer && audience && nonce
 }
 

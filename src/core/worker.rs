@@ -35,6 +35,9 @@ pub struct RootActions {
     pub calls: Vec<(Tag, IdpCall)>,
 }
 
+/// Fills a buffer with secure random bytes.
+pub type Random = Box<dyn FnMut(&mut [u8])>;
+
 /// Identifies a call the root context makes (a background document fetch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Tag(u32);
@@ -46,7 +49,7 @@ pub struct Worker {
     caches: Caches,
     metrics: Metrics,
     log: Log,
-    random: Box<dyn FnMut(&mut [u8])>,
+    random: Random,
     last_now: u64,
     root_calls: Vec<(Tag, Fetch)>,
     next_tag: u32,
@@ -55,7 +58,7 @@ pub struct Worker {
 impl Worker {
     /// `me` identifies this worker in the process (leases); `random` fills buffers with
     /// secure random bytes.
-    pub fn new(plan: Arc<Plan>, me: u64, random: Box<dyn FnMut(&mut [u8])>) -> Self {
+    pub fn new(plan: Arc<Plan>, me: u64, random: Random) -> Self {
         let docs = Docs::new(plan.issuer.clone(), me);
         Worker {
             plan,

@@ -164,7 +164,7 @@ pub fn validate_id_token(login: &LoginSettings, keys: &KeySet, id_token: &str, n
         Expect { issuer: &login.issuer, audience: Some(&login.client_id), nonce: Some(nonce), leeway_secs: login.leeway, now_secs };
     let claims = keys.verify_with(id_token, &expect).map_err(|_| LoginError::BadIdToken)?;
     // OIDC Core 2: `sub` and `iat` are required.
-    if !claims.get("sub").and_then(|s| s.as_str()).is_some_and(|s| !s.is_empty()) {
+    if claims.get("sub").and_then(|s| s.as_str()).is_none_or(str::is_empty) {
         return Err(LoginError::NoSubject);
     }
     if !claims.get("iat").is_some_and(|i| i.is_number()) {

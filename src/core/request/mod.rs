@@ -468,7 +468,7 @@ impl Request {
                 self.original.cookie.as_deref(),
             );
             if let Some((token, source)) = found {
-                return Ok(self.bearer_credential(p, authorization.as_deref(), token, source)?);
+                return self.bearer_credential(p, authorization.as_deref(), token, source);
             }
         }
         if p.has(AuthMethod::RefreshToken) {
