@@ -18,6 +18,7 @@ See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import base64
 import concurrent.futures
 import datetime
@@ -209,6 +210,7 @@ class Scenario:
     headers: Callable[[], dict[str, str]] | None = None
     prepare: Callable[[harness.Envoy], dict[str, str]] | None = None  # e.g. a login -> headers
     requests: int | None = None    # measured requests, when not the defaults
+    wasm: Path | None = None       # another build of the filter (--compare-wasm)
 
 
 @dataclass
@@ -358,12 +360,22 @@ class Bench:
         ]
         if not self.args.memory_requests:
             out = [s for s in out if s.key != "bearer-memory"]
+        if self.args.compare_wasm:
+            # each filter row again with the other build, right after it (same run, same machine)
+            other = Path(self.args.compare_wasm).resolve()
+            name = self.args.compare_name or other.name
+            paired = []
+            for s in out:
+                paired.append(s)
+                if s.kind == "oidc" and s.key != "bearer-memory":
+                    paired.append(dataclasses.replace(s, key=s.key + "@compare", label=f"{s.label} [{name}]", wasm=other))
+            out = paired
         if self.args.only:
             keep = set(self.args.only.split(","))
             unknown = keep - {s.key for s in out}
             if unknown:
                 raise SystemExit(f"--only: unknown scenario(s) {sorted(unknown)}; known: {[s.key for s in out]}")
-            out = [s for s in out if s.key in keep]
+            out = [s for s in out if s.key.split("@")[0] in keep]
         return out
 
     def login_for_session(self, proxy: harness.Envoy) -> dict[str, str]:
@@ -372,11 +384,11 @@ class Bench:
         assert cookies, "the login set no session cookie"
         return {"Cookie": harness.cookie_header(harness.session_chunks(cookies)), "Accept": "application/json"}
 
-    def browser_envoy(self, tag: str = "", **extra: Any) -> harness.Envoy:
+    def browser_envoy(self, tag: str = "", wasm: Path = harness.WASM_PATH, **extra: Any) -> harness.Envoy:
         port = harness.free_port()
         plugin = harness.browser_config(self.idp, f"http://127.0.0.1:{port}/callback",
                                         session_secret=SESSION_SECRET, **extra)
-        return self.start_front(plugin=plugin, port=port, tag=tag)
+        return self.start_front(plugin=plugin, port=port, tag=tag, wasm=wasm)
 
     # -- throughput ----------------------------------------------------------
     def run_scenario(self, s: Scenario) -> Row:
@@ -389,10 +401,10 @@ class Bench:
                                      mutate=jwt_authn_mutator(self.idp, self.jwks, cache=s.jwt_cache))
         elif s.kind == "floor":
             proxy = self.start_front(plugin=s.plugin(), wasm=FLOOR_WASM, tag=s.key)
-        elif s.key == "session":
-            proxy = self.browser_envoy(tag=s.key)
+        elif s.key.startswith("session"):
+            proxy = self.browser_envoy(tag=s.key, wasm=s.wasm or harness.WASM_PATH)
         else:
-            proxy = self.start_front(plugin=s.plugin(), tag=s.key)
+            proxy = self.start_front(plugin=s.plugin(), tag=s.key, wasm=s.wasm or harness.WASM_PATH)
         try:
             headers = s.headers() if s.headers else {}
             if s.prepare:
@@ -626,6 +638,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="don't pin the front Envoy to its own CPU (default: pinned when there are ≥ 2 CPUs)")
     p.add_argument("--max-seconds", type=int, default=120, help="wrk -d: upper bound of one wrk run")
     p.add_argument("--out", default=str(BENCH_DIR / "results.md"), help="markdown output file")
+    p.add_argument("--compare-wasm", help="another build of the filter: each filter row is run again with it, "
+                   "right after, in the same run (an A/B of two builds on one machine)")
+    p.add_argument("--compare-name", help="the label of --compare-wasm's rows (default: its file name)")
     a = p.parse_args(argv)
     if a.threads < 1 or a.connections < a.threads or a.concurrency < 1:
         p.error("need threads ≥ 1, connections ≥ threads, concurrency ≥ 1")
