@@ -2,19 +2,21 @@
 //! the `access_token` query argument or a cookie, the refresh-token header, and the
 //! certificate digest for proof of possession.
 //!
-//! The first byte chooses the plan (`API` or `API_STRICT`); the rest is
-//! `Authorization` NUL `:path` NUL `Cookie` NUL refresh-token header NUL certificate digest.
-//! Parsed directly, then run through the flow twice (the second from the caches) with an
-//! IdP that accepts everything (bound to the certificate when a digest is given), so the
-//! request reaches the upstream headers.
+//! The first byte chooses the plan (`API` or `API_STRICT`) and the host's shared-data
+//! semantics; the rest is `Authorization` NUL `:path` NUL `Cookie` NUL refresh-token header
+//! NUL certificate digest. Parsed directly, then sent through the simulated host twice to
+//! one worker (the second from the caches) and once to the other, with an IdP that accepts
+//! everything (bound to the certificate when a digest is given), so the request reaches the
+//! upstream headers.
 #![no_main]
 
-use envoy_oidc::core::config::BearerSources;
-use envoy_oidc::core::credentials;
-use envoy_oidc::core::flow::{Caches, Flow, Inputs};
+use envoy_oidc::core::cookies;
+use envoy_oidc::core::credentials::{self, BearerSources};
+use envoy_oidc::core::testing::Headers;
 use libfuzzer_sys::fuzz_target;
 
 mod common;
+use common::Host;
 
 /// An answer that is a valid token response, introspection and userinfo answer at once.
 const YES: &str = r#"{"active":true,"sub":"john","email":"john@example.com","groups":["admins","users"],"realm_access":{"roles":["writer"]},"scope":"openid api:read api:write","exp":1795786700,"iat":1795783100,"iss":"https://localhost:39555","access_token":"ORKo_ybOqinUh1eMJwv8sQKGThlP7L5SP0O-8ZFRwhR","token_type":"Bearer","expires_in":3600,"refresh_token":"RT2"}"#;
@@ -36,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let all = BearerSources { header: true, query: true, cookie: Some("at".into()) };
     if let Some((token, _)) = credentials::bearer(&all, authorization.as_deref(), path.as_deref(), cookie.as_deref()) {
-        assert!(!token.is_empty());
+        assert!(!token.is_empty() && !token.chars().any(char::is_control), "{token:?}");
     }
     if let Some(p) = &path {
         // hide_credentials: once the argument is removed, no token is found in the query.
@@ -45,29 +47,25 @@ fuzz_target!(|data: &[u8]| {
         assert!(credentials::bearer(&query, None, Some(&stripped), None).is_none(), "{p:?} → {stripped:?}");
     }
     if let Some(c) = &cookie {
-        for (k, v) in credentials::cookies(c) {
+        for (k, v) in cookies::pairs(c) {
             assert!(!k.contains(';') && !v.contains(';'));
         }
     }
 
     let world = if mode % 2 == 0 { &common::API_WORLD } else { &common::STRICT_WORLD };
     world.with(|w| {
-        let mut caches = Caches::new(8);
-        let inputs = Inputs {
-            authorization: authorization.as_deref(),
-            path: path.as_deref(),
-            cookie: cookie.as_deref(),
-            refresh_token: refresh.as_deref(),
-            peer_cert_sha256: peer.as_deref(),
-            ..Default::default()
-        };
-        let yes = common::answer(200, if peer.is_some() { YES_BOUND } else { YES });
-        for _ in 0..2 {
-            w.with(&mut caches, 0, |env| {
-                let mut flow = Flow::new();
-                let step = flow.start(env, inputs);
-                common::drive(env, &mut flow, step, std::slice::from_ref(&yes));
-            });
+        let mut host = Host::new(w, mode & 2 == 0);
+        let refresh_header = w.plan.policy.upstream.refresh_token_header.as_str();
+        let mut request = common::request(&[
+            ("authorization", authorization.as_deref()),
+            (":path", path.as_deref()),
+            ("cookie", cookie.as_deref()),
+            (refresh_header, refresh.as_deref()),
+        ]);
+        request = Headers { peer_cert_sha256: peer.clone(), ..request };
+        let yes = [common::answer(200, if peer.is_some() { YES_BOUND } else { YES })];
+        for worker in [0, 0, 1] {
+            host.send(worker, &request, &yes);
         }
     });
 });

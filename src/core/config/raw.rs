@@ -118,8 +118,12 @@ pub fn parse(text: &str) -> Result<Raw, ConfigError> {
             map.insert(name, v);
         }
     }
-    // Typed from text, not from the value: serde_yaml_ng's errors then start with the
-    // path of the offending key (`timeout: invalid type …`).
-    let text = serde_yaml_ng::to_string(&map).map_err(|e| ConfigError(e.to_string()))?;
-    serde_yaml_ng::from_str(&text).map_err(|e| ConfigError(e.to_string()))
+    // The error names the offending key (`timeout: invalid type …`).
+    serde_path_to_error::deserialize(serde_yaml_ng::Value::Mapping(map)).map_err(|e| {
+        let path = e.path().to_string();
+        match path.as_str() {
+            "." | "" => ConfigError(e.into_inner().to_string()),
+            _ => ConfigError(format!("{path}: {}", e.into_inner())),
+        }
+    })
 }
