@@ -1,7 +1,10 @@
 //! JWTs and JWKS. The first byte chooses what the rest is (`0`, `1`, `2` in the seeds):
 //! - `0` a bearer token: checked against the test IdP's key set as an access token, as an
-//!   ID token (audience, nonce), and through the flow (verification, cache, upstream claims).
-//! - `1` a JWKS: parsed, then the fixture tokens are verified against it.
+//!   ID token (audience, nonce), and as a bearer token in the simulated host (verification,
+//!   cache, the other worker, upstream claims), whose IdP refuses every introspection and
+//!   userinfo call, so a forwarded request means the filter verified the token itself.
+//! - `1` a JWKS: parsed, then the fixture tokens are verified against it, directly and as
+//!   bearer tokens in a simulated host whose IdP serves it.
 //! - `2` token NUL now (seconds) NUL leeway (seconds): time checks at any clock.
 //!
 //! Whatever the input, a token that verifies was signed with an asymmetric algorithm, names
@@ -9,12 +12,15 @@
 #![no_main]
 
 use envoy_oidc::core::claims::Claims;
-use envoy_oidc::core::flow::{Caches, Flow, Inputs};
+use envoy_oidc::core::credentials::{self, BearerSources};
+use envoy_oidc::core::idp::{IdpCall, IdpResponse, Purpose};
 use envoy_oidc::core::jwt::{self, Expect, KeySet};
-use envoy_oidc::core::login;
+use envoy_oidc::core::oauth::authorize;
+use envoy_oidc::core::testing::Outcome;
 use libfuzzer_sys::fuzz_target;
 
 mod common;
+use common::Host;
 
 const TOKENS: &str = include_str!("../fixtures/tokens.txt");
 
@@ -33,6 +39,22 @@ fn accepted(token: &str, claims: &Claims, now: u64, leeway: u64) {
     }
 }
 
+/// Sends `Bearer token` to both workers of `host` (twice to the first: the second from the
+/// cache); a forwarded request must carry a token that [`accepted`] holds for.
+fn through_host(host: &mut Host<'_>, authorization: &str) {
+    let no = [common::answer(401, r#"{"error":"invalid_token"}"#)];
+    let header = BearerSources { header: true, query: false, cookie: None };
+    let found = credentials::bearer(&header, Some(authorization), None, None);
+    for worker in [0, 0, 1] {
+        let now = host.now_s();
+        if let Outcome::Forwarded(_) = host.send(worker, &common::authorization(authorization), &no) {
+            let (token, _) = found.as_ref().expect("forwarded with a bearer token");
+            let claims = jwt::unverified_claims(token).expect("a forwarded token is a JWT");
+            accepted(token, &claims, now, host.world.plan.policy.leeway);
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((mode, rest)) = data.split_first() else { return };
     let now = common::NOW_MS / 1000;
@@ -46,25 +68,28 @@ fuzz_target!(|data: &[u8]| {
                 if let Ok(claims) = w.keys.verify(&token, common::ISSUER, 0, now) {
                     accepted(&token, &claims, now, 0);
                 }
-                let expect = Expect { issuer: common::ISSUER, audience: Some("client-tls-auth"), nonce: Some("QkJCQkJCQkJCQkJCQkJCQg"), leeway_secs: 5, now_secs: now };
+                let expect = Expect {
+                    issuer: common::ISSUER,
+                    audience: Some("client-tls-auth"),
+                    nonce: Some(common::FIXTURE_NONCE),
+                    leeway_secs: 5,
+                    now_secs: now,
+                };
                 if let Ok(claims) = w.keys.verify_with(&token, &expect) {
                     accepted(&token, &claims, now, 5);
                 }
-                let _ = login::validate_id_token(&w.plan, &w.keys, &token, "QkJCQkJCQkJCQkJCQkJCQg", now);
-                let mut caches = Caches::new(8);
-                let authorization = format!("Bearer {token}");
-                for _ in 0..2 {
-                    w.with(&mut caches, 0, |env| {
-                        let mut flow = Flow::new();
-                        let step = flow.start(env, Inputs { authorization: Some(&authorization), ..Default::default() });
-                        common::drive(env, &mut flow, step, &[common::answer(401, r#"{"error":"invalid_token"}"#)]);
-                    });
+                let login = &w.plan.policy.login;
+                if let Ok(claims) = authorize::validate_id_token(login, &w.keys, &token, common::FIXTURE_NONCE, now) {
+                    accepted(&token, &claims, now, login.leeway);
+                    assert_eq!(claims.get("nonce").and_then(|n| n.as_str()), Some(common::FIXTURE_NONCE));
                 }
+                let mut host = Host::new(w, mode & 4 == 0);
+                through_host(&mut host, &format!("Bearer {token}"));
             });
         }
         1 => {
             let Ok(keys) = KeySet::parse(rest) else { return };
-            let _ = (keys.len(), keys.is_empty(), format!("{keys:?}"));
+            let _ = (keys.len(), keys.is_empty(), keys.skipped(), format!("{keys:?}"));
             for token in TOKENS.lines() {
                 if let Some(kid) = jwt::kid(token) {
                     let _ = keys.has_kid(&kid);
@@ -73,6 +98,22 @@ fuzz_target!(|data: &[u8]| {
                     accepted(token, &claims, now, 0);
                 }
             }
+            // The same set served by the IdP: adopted, shared, re-fetched for unknown keys.
+            common::API_WORLD.with(|w| {
+                let mut host = Host::cold(w, mode & 4 == 0);
+                let jwks = rest.to_vec();
+                host.sim.idp.answers.insert(
+                    Purpose::Jwks,
+                    Box::new(move |call: &IdpCall| {
+                        common::check_call(call);
+                        IdpResponse { status: Some(200), body: jwks.clone(), elapsed_ms: 0 }
+                    }),
+                );
+                host.warm();
+                for token in TOKENS.lines() {
+                    through_host(&mut host, &format!("Bearer {token}"));
+                }
+            });
         }
         _ => {
             let f = common::fields(rest);

@@ -3,23 +3,26 @@
 //! bodies the filter sends to the IdP with values from the client.
 //!
 //! Input: `:path` NUL user NUL password NUL `:method`. The path goes through the callback
-//! parser and the flow (a callback with a login in progress, and a whole login that must end
-//! on this host); user and password (any bytes a Basic header can carry) go into the token,
-//! introspection and revocation form bodies, which must give them back exactly.
+//! parser and the simulated host (as a browser request; as a callback with a login in
+//! progress, the seeds' state `QkJCQkJCQkJCQkJCQkJCQg` standing for that login's; and as the
+//! start of a whole login that must end on this host); user and password (any bytes a Basic
+//! header can carry) go into the token, introspection and revocation form bodies, which must
+//! give them back exactly.
 #![no_main]
 
 use envoy_oidc::core::client_auth;
 use envoy_oidc::core::credentials::{self, Basic};
-use envoy_oidc::core::flow::{Caches, Flow, Step};
-use envoy_oidc::core::grants::{self, Grant};
-use envoy_oidc::core::idp::IdpRequest;
-use envoy_oidc::core::introspection;
-use envoy_oidc::core::login::{self, Pending};
+use envoy_oidc::core::idp::{Endpoint, IdpCall};
+use envoy_oidc::core::oauth::authorize::{self, Pending};
+use envoy_oidc::core::oauth::token::{self, Grant};
+use envoy_oidc::core::oauth::{introspection, logout};
 use libfuzzer_sys::fuzz_target;
 
 mod common;
+use common::Host;
 
-fn form(req: &IdpRequest) -> Vec<(String, String)> {
+fn form(req: &IdpCall) -> Vec<(String, String)> {
+    common::check_call(req);
     form_urlencoded::parse(&req.body).into_owned().collect()
 }
 
@@ -37,77 +40,75 @@ fuzz_target!(|data: &[u8]| {
     let method = common::header_field(&f, 3).unwrap_or_else(|| "GET".into());
 
     for name in [credentials::QUERY_PARAM, "code", "state", "logout"] {
-        let _ = credentials::without_query_param(&path, name);
+        let stripped = credentials::without_query_param(&path, name);
+        assert!(stripped.len() <= path.len());
     }
 
     common::WEB_WORLD.with(|w| {
-        let plan = &w.plan;
-        let _ = login::is_logout(plan, &method, &path);
+        let p = &w.plan.policy;
+        let _ = p.logout.matches(&method, &path);
         let pending = Pending::new(&[common::RANDOM_BYTE; 48], "/", common::NOW_MS / 1000);
-        if let Some(cb) = login::callback(plan, &path) {
-            let _ = login::check_callback(&cb, None, &plan.issuer);
-            if let Ok((code, p)) = login::check_callback(&cb, Some(pending.clone()), &plan.issuer) {
-                assert!(!code.is_empty() && p == pending);
+        if let Some(cb) = authorize::callback(&p.login, &path) {
+            let _ = authorize::check_callback(&cb, None, &p.issuer);
+            if let Ok((code, back)) = authorize::check_callback(&cb, Some(pending.clone()), &p.issuer) {
+                assert!(!code.is_empty() && back == pending);
                 // RFC 9207: an answer that names another issuer is never accepted.
-                assert!(cb.iss.as_deref().map_or(true, |i| i.trim_end_matches('/') == plan.issuer.trim_end_matches('/')));
+                assert!(cb.iss.as_deref().is_none_or(|i| i.trim_end_matches('/') == p.issuer.trim_end_matches('/')));
             }
         }
-        let mut caches = Caches::new(8);
-        w.with(&mut caches, 0, |env| {
-            let mut flow = Flow::new();
-            let step = flow.start(env, common::browser(&path, None, &method));
-            common::drive(env, &mut flow, step, &[common::code_answer(), common::answer(200, "")]);
-            // A callback to this path with a login in progress.
-            let mut flow = Flow::new();
-            let step = flow.start(env, common::browser("/", None, "GET"));
-            if let Step::Respond(r) = step {
-                let cookie = common::jar(&r.headers);
-                let mut flow = Flow::new();
-                let step = flow.start(env, common::browser(&path, Some(&cookie), &method));
-                common::drive(env, &mut flow, step, &[common::code_answer()]);
-            }
-            common::log_in(env, &path, None);
-        });
+        let mut host = Host::new(w, data.len() % 2 == 0);
+        host.send(0, &common::browser(&path, None, &method), &[common::code_answer(), common::answer(200, "")]);
+        // A callback to this path with a login in progress.
+        let out = host.send(1, &common::browser("/", None, "GET"), &[]);
+        if let Some(state) = common::location(&out).and_then(|to| common::query_arg(to, "state")) {
+            let cookie = common::cookies_of(&out);
+            let callback = common::with_state(&path, &state);
+            host.send(0, &common::browser(&callback, Some(&cookie), &method), &[common::code_answer()]);
+        }
+        host.log_in(&path, None);
     });
 
     // Form bodies with the client's values, under mTLS (values in the body) and
     // client_secret_basic (the client's id and secret form-encoded in Basic).
+    let redirect = Endpoint::parse("http://127.0.0.1:8000/callback").expect("redirect URI");
     for world in [&common::API_WORLD, &common::STRICT_WORLD] {
         world.with(|w| {
-            let (plan, meta) = (&w.plan, &w.meta);
+            let (client, meta) = (&w.plan.policy.client, w.meta());
+            let scope = w.plan.policy.scope.as_str();
             let now = common::NOW_MS / 1000;
             let b = Basic { user: user.clone(), password: password.clone() };
-            if let Ok(req) = grants::token_request(plan, meta, &Grant::Password(b.clone()), now, "jti") {
+            if let Ok(req) = token::token_request(client, meta, &Grant::Password(b.clone()), scope, None, now, "jti") {
                 let form = form(&req);
                 once(&form, "grant_type", "password");
                 once(&form, "username", &user);
                 once(&form, "password", &password);
             }
-            if let Ok(req) = grants::token_request(plan, meta, &Grant::RefreshToken(password.clone()), now, "jti") {
+            if let Ok(req) = token::token_request(client, meta, &Grant::RefreshToken(password.clone()), scope, None, now, "jti") {
                 once(&form(&req), "refresh_token", &password);
             }
             let code = Grant::AuthorizationCode { code: user.clone(), verifier: password.clone() };
-            if let Ok(req) = grants::token_request(plan, meta, &code, now, "jti") {
+            if let Ok(req) = token::token_request(client, meta, &code, scope, Some(&redirect), now, "jti") {
                 let form = form(&req);
                 once(&form, "code", &user);
                 once(&form, "code_verifier", &password);
+                once(&form, "redirect_uri", &redirect.url);
             }
-            if let Ok(req) = grants::token_request(plan, meta, &Grant::ClientCredentials(b), now, "jti") {
+            if let Ok(req) = token::token_request(client, meta, &Grant::ClientCredentials(b), scope, None, now, "jti") {
                 once(&form(&req), "grant_type", "client_credentials");
-                let basic = req.headers.iter().find(|(k, _)| k == "authorization").map(|(_, v)| v.as_str()).unwrap_or_default();
-                assert_eq!(basic, client_auth::basic(&user, &password));
+                let basic = req.headers.iter().find(|(k, _)| *k == "authorization").map(|(_, v)| v.as_str()).unwrap_or_default();
+                assert_eq!(basic, client_auth::basic(&user, &password).as_str());
             }
-            if let Ok(req) = introspection::request(plan, meta, &password, now, "jti") {
+            if let Ok(req) = introspection::request(client, meta, &password, now, "jti") {
                 once(&form(&req), "token", &password);
             }
-            if let Ok(req) = login::revocation_request(plan, meta, &password, "access_token", now, "jti") {
+            if let Ok(req) = logout::revocation_request(client, meta, &password, "access_token", now, "jti") {
                 once(&form(&req), "token", &password);
             }
         });
     }
     // RFC 6749 2.3.1: id and secret are form-encoded before Basic; decoding gives them back.
     let header = client_auth::basic(&user, &password);
-    let encoded = header.strip_prefix("Basic ").expect("Basic scheme");
+    let encoded = header.as_str().strip_prefix("Basic ").expect("Basic scheme");
     let raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded).expect("base64");
     let raw = String::from_utf8(raw).expect("UTF-8");
     let (id, secret) = raw.split_once(':').expect("id:secret");

@@ -37,6 +37,7 @@ pub mod oauth;
 pub mod pop;
 pub mod reply;
 pub mod request;
+pub mod route;
 #[cfg(test)]
 mod robustness;
 pub mod rsa;

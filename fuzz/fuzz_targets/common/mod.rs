@@ -402,9 +402,15 @@ impl<'w> Host<'w> {
     /// running process.
     pub fn new(world: &'w World, kong: bool) -> Self {
         let mut h = Host::cold(world, kong);
-        h.sim.run_for(2 * TICK_MS + 100);
-        h.check_rules();
+        h.warm();
         h
+    }
+
+    /// Runs the first ticks: one worker fetches the discovery document, then the key set,
+    /// and stores them for the other.
+    pub fn warm(&mut self) {
+        self.sim.run_for(2 * TICK_MS + 100);
+        self.check_rules();
     }
 
     /// Workers just configured: the first requests fetch the documents themselves.
