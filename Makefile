@@ -151,7 +151,7 @@ load: build deps
 ##             is installed when missing); new inputs go to fuzz/target/corpus/, not the repo
 ## fuzz: the same for FUZZ_SECONDS (default 600) per target, one after the other
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS := config cookies credentials jwt discovery idp_responses query_form
+FUZZ_TARGETS := config cookies credentials jwt discovery idp_responses query_form wire
 
 fuzz-deps:
 	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal

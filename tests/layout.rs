@@ -28,13 +28,14 @@ fn module_of(path: &Path) -> String {
 }
 
 /// Files that are test code only.
-const TEST_ONLY: [&str; 5] = ["host_rules", "robustness", "testing", "tests.rs", "tests"];
+const TEST_ONLY: [&str; 6] = ["host_rules", "policy_tests", "robustness", "testing", "tests.rs", "tests"];
 
 /// The code of a file before its `#[cfg(test)] mod tests` (test code may import
 /// anything), without comments (a doc link is not an import).
 fn non_test_code(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap();
-    let code = match text.find("#[cfg(test)]\nmod tests") {
+    let at = ["#[cfg(test)]\nmod tests", "#[cfg(test)]\npub mod tests"].iter().filter_map(|m| text.find(m)).min();
+    let code = match at {
         Some(at) => &text[..at],
         None => &text,
     };

@@ -139,6 +139,8 @@ pub enum BadAnswer {
 /// Failures of the filter itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Internal {
+    /// The route names a policy the filter does not have.
+    UnknownPolicy,
     NoRedirectUri,
     NoClientSecret,
     NoSigningKey,
@@ -303,6 +305,7 @@ impl fmt::Display for BadAnswer {
 impl fmt::Display for Internal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Internal::UnknownPolicy => "the route names a policy this filter does not have",
             Internal::NoRedirectUri => "no redirect_uri",
             Internal::NoClientSecret => "client secret missing",
             Internal::NoSigningKey => "client signing key missing",

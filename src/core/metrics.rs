@@ -98,17 +98,27 @@ const COUNTERS: usize = JWKS_REFRESHES + 1;
 /// Histograms come after the counters, one per endpoint.
 const LATENCY: usize = COUNTERS;
 
+/// Request counters of one policy.
+const PER_POLICY: usize = METHODS * OUTCOMES.len();
+/// After the histograms: each named policy's request counters, then `policy.unknown`.
+const NAMED: usize = LATENCY + ENDPOINTS.len();
+
 /// Counts since the last publication.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     counters: [u64; COUNTERS],
+    /// Request counters of the named policies (the default policy's are in `counters`),
+    /// as many as [`Metrics::names`] was given.
+    named: Vec<[u64; PER_POLICY]>,
+    /// Requests whose route named a policy the filter does not have.
+    unknown_policy: u64,
     /// (endpoint, milliseconds) samples.
     latencies: Vec<(u8, u64)>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics { counters: [0; COUNTERS], latencies: Vec::new() }
+        Metrics::for_policies(0)
     }
 }
 
@@ -116,10 +126,16 @@ impl Default for Metrics {
 const MAX_SAMPLES: usize = 4096;
 
 impl Metrics {
-    /// Every metric, indexed as [`Metrics::drain`] reports them.
-    pub fn names() -> Vec<Name> {
+    /// Counters for the default policy and `named` named ones.
+    pub fn for_policies(named: usize) -> Self {
+        Metrics { counters: [0; COUNTERS], named: vec![[0; PER_POLICY]; named], unknown_policy: 0, latencies: Vec::new() }
+    }
+
+    /// Every metric, indexed as [`Metrics::drain`] reports them; `policies` are the names
+    /// of the named policies (their request counters are `oidc.policy.<name>.requests.…`).
+    pub fn names(policies: &[&str]) -> Vec<Name> {
         let counter = |name: String| Name { name, histogram: false };
-        let mut v = Vec::with_capacity(LATENCY + ENDPOINTS.len());
+        let mut v = Vec::with_capacity(NAMED + policies.len() * PER_POLICY + 1);
         for m in Method::names() {
             for o in OUTCOMES {
                 v.push(counter(format!("{PREFIX}.requests.{m}.{o}")));
@@ -138,12 +154,34 @@ impl Metrics {
         for e in ENDPOINTS {
             v.push(Name { name: format!("{PREFIX}.idp.{e}.latency_ms"), histogram: true });
         }
+        for p in policies {
+            for m in Method::names() {
+                for o in OUTCOMES {
+                    v.push(counter(format!("{PREFIX}.policy.{p}.requests.{m}.{o}")));
+                }
+            }
+        }
+        v.push(counter(format!("{PREFIX}.policy.unknown")));
         v
     }
 
-    /// A request ended.
+    /// A request of the default policy ended.
     pub fn request(&mut self, method: Method, outcome: Outcome) {
-        self.bump(REQUESTS + method.index() * OUTCOMES.len() + outcome as usize, 1);
+        self.request_of(0, method, outcome);
+    }
+
+    /// A request of policy `policy` (0: the default, `i`: the `i`th named one) ended.
+    pub fn request_of(&mut self, policy: usize, method: Method, outcome: Outcome) {
+        let slot = method.index() * OUTCOMES.len() + outcome as usize;
+        let Some(i) = policy.checked_sub(1) else { return self.bump(REQUESTS + slot, 1) };
+        if let Some(c) = self.named.get_mut(i).and_then(|block| block.get_mut(slot)) {
+            *c = c.saturating_add(1);
+        }
+    }
+
+    /// A request's route named a policy the filter does not have.
+    pub fn unknown_policy(&mut self) {
+        self.unknown_policy = self.unknown_policy.saturating_add(1);
     }
 
     /// An IdP call was answered (or failed) after `resp.elapsed_ms`.
@@ -195,6 +233,16 @@ impl Metrics {
         for (e, ms) in self.latencies.drain(..) {
             publish(LATENCY + e as usize, ms);
         }
+        for (p, block) in self.named.iter_mut().enumerate() {
+            for (i, c) in block.iter_mut().enumerate() {
+                if *c != 0 {
+                    publish(NAMED + p * PER_POLICY + i, std::mem::take(c));
+                }
+            }
+        }
+        if self.unknown_policy != 0 {
+            publish(NAMED + self.named.len() * PER_POLICY, std::mem::take(&mut self.unknown_policy));
+        }
     }
 }
 
@@ -203,7 +251,7 @@ mod tests {
     use super::*;
 
     fn drained(m: &mut Metrics) -> Vec<(String, u64)> {
-        let names = Metrics::names();
+        let names = Metrics::names(&[]);
         let mut out = Vec::new();
         m.drain(|i, v| out.push((names[i].name.clone(), v)));
         out
@@ -242,11 +290,32 @@ mod tests {
 
     #[test]
     fn names_are_unique_and_histograms_last() {
-        let names = Metrics::names();
+        let names = Metrics::names(&[]);
         let set: std::collections::HashSet<_> = names.iter().map(|n| &n.name).collect();
         assert_eq!(set.len(), names.len());
         assert_eq!(names.iter().filter(|n| n.histogram).count(), ENDPOINTS.len());
+        assert_eq!(names.last().map(|n| n.name.as_str()), Some("oidc.policy.unknown"));
         assert!(names.iter().all(|n| n.name.starts_with("oidc.")));
+    }
+
+    #[test]
+    fn named_policies_count_apart() {
+        let names = Metrics::names(&["api", "app"]);
+        let mut m = Metrics::for_policies(2);
+        m.request_of(0, Method::Auth(AuthMethod::Bearer), Outcome::Allowed);
+        m.request_of(2, Method::Auth(AuthMethod::Session), Outcome::Redirected);
+        m.request_of(9, Method::None, Outcome::Failed); // no such policy: not counted
+        m.unknown_policy();
+        let mut got = Vec::new();
+        m.drain(|i, v| got.push((names[i].name.clone(), v)));
+        assert_eq!(
+            got,
+            vec![
+                ("oidc.requests.bearer.allowed".to_string(), 1),
+                ("oidc.policy.app.requests.session.redirected".to_string(), 1),
+                ("oidc.policy.unknown".to_string(), 1)
+            ]
+        );
     }
 
     #[test]

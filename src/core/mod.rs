@@ -34,12 +34,14 @@ pub mod log;
 pub mod method;
 pub mod metrics;
 pub mod oauth;
+#[cfg(test)]
+mod policy_tests;
 pub mod pop;
 pub mod reply;
 pub mod request;
-pub mod route;
 #[cfg(test)]
 mod robustness;
+pub mod route;
 pub mod rsa;
 pub mod session;
 #[cfg(any(test, feature = "testing"))]

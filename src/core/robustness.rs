@@ -101,6 +101,7 @@ fn random_requests_and_idp_answers_never_panic() {
             let mut random = |b: &mut [u8]| b.fill(7);
             let mut cx = Cx {
                 policy: &plan.policy,
+                policy_id: crate::core::config::PolicyId(0),
                 docs: &mut docs,
                 store: &mut store,
                 caches: &mut caches,

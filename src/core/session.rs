@@ -28,6 +28,9 @@ pub const MAX_CHUNKS: usize = 16;
 /// Seals and opens cookie values with a key derived from `session_secret`.
 pub struct Sealer {
     cipher: Aes256Gcm,
+    /// The policy's name, bound into every value besides the cookie name (empty for the
+    /// default policy, whose values are bound to the cookie name alone).
+    policy: Box<str>,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -37,14 +40,24 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    pub fn new(secret: &str) -> Self {
+    pub fn new(secret: &str, policy: &str) -> Self {
         let key = Sha256::new().chain_update(b"envoy-oidc session key v1\0").chain_update(secret.as_bytes()).finalize();
-        Sealer { cipher: Aes256Gcm::new(&key) }
+        Sealer { cipher: Aes256Gcm::new(&key), policy: policy.into() }
     }
 
-    /// `base64url(nonce || ciphertext || tag)`, bound to `name`.
+    /// The associated data: the cookie name, after the policy's.
+    fn aad<'a>(&self, name: &'a str) -> std::borrow::Cow<'a, [u8]> {
+        if self.policy.is_empty() {
+            std::borrow::Cow::Borrowed(name.as_bytes())
+        } else {
+            std::borrow::Cow::Owned([self.policy.as_bytes(), b"\0", name.as_bytes()].concat())
+        }
+    }
+
+    /// `base64url(nonce || ciphertext || tag)`, bound to `name` (and the policy).
     pub fn seal(&self, name: &str, plaintext: &[u8], nonce: [u8; 12]) -> String {
-        let payload = Payload { msg: plaintext, aad: name.as_bytes() };
+        let aad = self.aad(name);
+        let payload = Payload { msg: plaintext, aad: &aad };
         // Encryption cannot fail for inputs this size; an empty value would be rejected on open.
         let ct = self.cipher.encrypt(Nonce::from_slice(&nonce), payload).unwrap_or_default();
         let mut out = nonce.to_vec();
@@ -58,7 +71,7 @@ impl Sealer {
             return None;
         }
         let (nonce, ct) = raw.split_at(12);
-        self.cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: name.as_bytes() }).ok()
+        self.cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &self.aad(name) }).ok()
     }
 }
 
@@ -244,11 +257,14 @@ mod tests {
 
     #[test]
     fn seal_and_open() {
-        let s = Sealer::new("secret-1");
+        let s = Sealer::new("secret-1", "");
         let v = s.seal("session", b"hello", [7; 12]);
         assert_eq!(s.open("session", &v).unwrap(), b"hello");
         assert!(s.open("other", &v).is_none(), "bound to the cookie name");
-        assert!(Sealer::new("secret-2").open("session", &v).is_none(), "another secret");
+        assert!(Sealer::new("secret-1", "app").open("session", &v).is_none(), "bound to the policy");
+        let app = Sealer::new("secret-1", "app");
+        assert!(s.open("session", &app.seal("session", b"x", [1; 12])).is_none());
+        assert!(Sealer::new("secret-2", "").open("session", &v).is_none(), "another secret");
         let mut tampered = v.clone().into_bytes();
         let mid = tampered.len() / 2;
         tampered[mid] = if tampered[mid] == b'A' { b'B' } else { b'A' };
@@ -260,7 +276,7 @@ mod tests {
 
     #[test]
     fn chunking_round_trip_and_swaps_fail() {
-        let s = Sealer::new("k");
+        let s = Sealer::new("k", "");
         let big = session(&"A".repeat(9000));
         let sealed = s.seal("session", &serde_json::to_vec(&big).unwrap(), [1; 12]);
         let parts = chunks("session", &sealed);

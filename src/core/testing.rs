@@ -72,11 +72,13 @@ impl Store for SharedData {
     }
 }
 
-/// Request headers as owned pairs.
+/// Request headers as owned pairs, and what the host says about the route.
 #[derive(Debug, Clone, Default)]
 pub struct Headers {
     pub pairs: Vec<(String, String)>,
     pub peer_cert_sha256: Option<String>,
+    pub route_metadata: Option<Vec<u8>>,
+    pub route_name: Option<String>,
 }
 
 impl Headers {
@@ -94,24 +96,44 @@ impl RequestView for Headers {
     fn peer_certificate_sha256(&self) -> Option<String> {
         self.peer_cert_sha256.clone()
     }
+
+    fn route_metadata(&self) -> Option<Vec<u8>> {
+        self.route_metadata.clone()
+    }
+
+    fn route_name(&self) -> Option<String> {
+        self.route_name.clone()
+    }
 }
 
 /// The IdP's answer to one call.
 pub type Answer = Box<dyn FnMut(&IdpCall) -> IdpResponse>;
 
-/// What the IdP answers, per purpose; a purpose without an answer gets a 404.
+/// What the IdP (or IdPs) answer, per purpose and, when set for it, per `:authority`; a
+/// call without an answer gets a 404.
 pub struct ScriptedIdp {
     pub answers: HashMap<Purpose, Answer>,
+    /// Answers of one authority (another IdP), before `answers`.
+    pub by_authority: HashMap<(String, Purpose), Answer>,
     /// Connections are refused (answered at once, like Envoy's 503 without a body).
     pub down: bool,
     pub latency_ms: u64,
     /// Calls received, per purpose.
     pub hits: HashMap<Purpose, usize>,
+    /// Calls received, per authority and purpose.
+    pub hits_at: HashMap<(String, Purpose), usize>,
 }
 
 impl Default for ScriptedIdp {
     fn default() -> Self {
-        ScriptedIdp { answers: HashMap::new(), down: false, latency_ms: 5, hits: HashMap::new() }
+        ScriptedIdp {
+            answers: HashMap::new(),
+            by_authority: HashMap::new(),
+            down: false,
+            latency_ms: 5,
+            hits: HashMap::new(),
+            hits_at: HashMap::new(),
+        }
     }
 }
 
@@ -122,15 +144,30 @@ impl ScriptedIdp {
         self.answers.insert(purpose, Box::new(move |_| IdpResponse { status: Some(status), body: body.clone(), elapsed_ms: 0 }));
     }
 
+    /// Answers `purpose` at `authority` with `status` and `body` every time.
+    pub fn answer_at(&mut self, authority: &str, purpose: Purpose, status: u16, body: impl Into<Vec<u8>>) {
+        let body = body.into();
+        let answer: Answer = Box::new(move |_| IdpResponse { status: Some(status), body: body.clone(), elapsed_ms: 0 });
+        self.by_authority.insert((authority.to_string(), purpose), answer);
+    }
+
     pub fn hits(&self, purpose: Purpose) -> usize {
         self.hits.get(&purpose).copied().unwrap_or(0)
     }
 
+    pub fn hits_at(&self, authority: &str, purpose: Purpose) -> usize {
+        self.hits_at.get(&(authority.to_string(), purpose)).copied().unwrap_or(0)
+    }
+
     fn respond(&mut self, call: &IdpCall) -> IdpResponse {
         *self.hits.entry(call.purpose).or_default() += 1;
+        *self.hits_at.entry((call.authority.clone(), call.purpose)).or_default() += 1;
         if self.down {
             let text = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: delayed connect error: Connection refused";
             return IdpResponse { status: Some(503), body: text.as_bytes().to_vec(), elapsed_ms: 0 };
+        }
+        if let Some(f) = self.by_authority.get_mut(&(call.authority.clone(), call.purpose)) {
+            return f(call);
         }
         match self.answers.get_mut(&call.purpose) {
             Some(f) => f(call),

@@ -8,21 +8,32 @@
 //! touches the host. The host rules this makes checkable (see [`crate::core::testing`]):
 //! the tick period comes only from [`Worker::handle_configure`], which makes no call; a
 //! request's [`Next`] comes only from that request's own events.
+//!
+//! A request takes the policy its route names ([`Worker::start`]): the route's metadata
+//! (`filter_metadata["envoy-oidc"].policy`), else `route_policies` by the route's name, else
+//! the default. Each policy has its own caches; each issuer its own documents, shared by the
+//! policies that use it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::core::config::{Plan, Policy};
+use crate::core::challenge;
+use crate::core::config::{Plan, Policy, PolicyId};
 use crate::core::docs::store::Store;
 use crate::core::docs::{Docs, Fetch};
+use crate::core::error::{Error, Internal};
 use crate::core::idp::{IdpCall, IdpResponse};
-use crate::core::log::{Log, LogLine};
-use crate::core::metrics::Metrics;
+use crate::core::log::{Level, Log, LogLine};
+use crate::core::metrics::{Metrics, Name};
 use crate::core::request::{Caches, Cx, Next, Request, RequestView};
+use crate::core::route;
 
 /// The timer period the adapter sets, once, when the configuration is loaded.
 pub const TICK_MS: u64 = 500;
-/// Entries in each per-worker cache.
+/// Entries in each per-worker, per-policy cache.
 pub const CACHE_CAPACITY: usize = 10_000;
+/// Distinct route metadata remembered (routes come from configuration, not from clients).
+const ROUTES_REMEMBERED: usize = 4_096;
 
 /// What a root event (configure, tick) asks of the host.
 #[must_use]
@@ -45,31 +56,38 @@ pub struct Tag(u32);
 /// One configuration in one worker.
 pub struct Worker {
     plan: Arc<Plan>,
-    docs: Docs,
-    caches: Caches,
+    /// One per issuer of the plan.
+    docs: Vec<Docs>,
+    /// One per policy.
+    caches: Vec<Caches>,
     metrics: Metrics,
     log: Log,
     random: Random,
     last_now: u64,
-    root_calls: Vec<(Tag, Fetch)>,
+    /// The root's calls in flight: tag, issuer, fetch.
+    root_calls: Vec<(Tag, usize, Fetch)>,
     next_tag: u32,
+    /// Route metadata seen, and the policy name it carries (none: it names none).
+    routes: HashMap<Box<[u8]>, Option<Box<str>>>,
 }
 
 impl Worker {
     /// `me` identifies this worker in the process (leases); `random` fills buffers with
     /// secure random bytes.
     pub fn new(plan: Arc<Plan>, me: u64, random: Random) -> Self {
-        let docs = Docs::new(plan.issuer.clone(), me);
+        let docs = plan.issuers.iter().map(|i| Docs::new(i.clone(), me)).collect();
+        let caches = plan.policies().map(|_| Caches::new(CACHE_CAPACITY)).collect();
         Worker {
+            metrics: Metrics::for_policies(plan.named.len()),
             plan,
             docs,
-            caches: Caches::new(CACHE_CAPACITY),
-            metrics: Metrics::default(),
+            caches,
             log: Log::default(),
             random,
             last_now: 0,
             root_calls: Vec::new(),
             next_tag: 1,
+            routes: HashMap::new(),
         }
     }
 
@@ -77,8 +95,20 @@ impl Worker {
         &self.plan
     }
 
+    /// The default policy.
     pub fn policy(&self) -> &Policy {
         &self.plan.policy
+    }
+
+    /// Every metric this worker counts, indexed as [`Worker::drain_metrics`] reports them.
+    pub fn metric_names(&self) -> Vec<Name> {
+        let named: Vec<&str> = self.plan.named.iter().map(|p| p.name.as_str()).collect();
+        Metrics::names(&named)
+    }
+
+    /// Whether requests read many headers (any policy with sessions).
+    pub fn reads_many_headers(&self) -> bool {
+        self.plan.policies().any(|(_, p)| p.reads_many_headers())
     }
 
     fn now(&mut self, now: u64) -> u64 {
@@ -89,93 +119,162 @@ impl Worker {
     /// The configuration was loaded: sets the timer, prepares shared data, makes no call
     /// (the first fetch happens on the first tick or for the first request).
     pub fn handle_configure(&mut self, store: &mut dyn Store) -> RootActions {
-        self.docs.prepare(store);
+        for d in &mut self.docs {
+            d.prepare(store);
+        }
         RootActions { tick_period_ms: Some(TICK_MS), calls: Vec::new() }
     }
 
     /// The timer: the background fetches this worker must make now.
     pub fn handle_tick(&mut self, store: &mut dyn Store, now: u64) -> RootActions {
         let now = self.now(now);
-        let calls = self.docs.handle_tick(store, now);
-        let calls = calls
-            .into_iter()
-            .map(|(fetch, call)| {
+        let mut calls = Vec::new();
+        for (issuer, docs) in self.docs.iter_mut().enumerate() {
+            for (fetch, call) in docs.handle_tick(store, now) {
                 let tag = Tag(self.next_tag);
                 self.next_tag = self.next_tag.wrapping_add(1).max(1);
-                self.root_calls.push((tag, fetch));
-                (tag, call)
-            })
-            .collect();
+                self.root_calls.push((tag, issuer, fetch));
+                calls.push((tag, call));
+            }
+        }
         RootActions { tick_period_ms: None, calls }
     }
 
     /// The answer to a root call (an unknown tag is ignored).
     pub fn handle_root_answer(&mut self, store: &mut dyn Store, tag: Tag, resp: &IdpResponse, now: u64) {
         let now = self.now(now);
-        let Some(i) = self.root_calls.iter().position(|(t, _)| *t == tag) else { return };
-        let (_, fetch) = self.root_calls.swap_remove(i);
-        let _ = self.docs.offer(store, fetch, resp, now);
+        let Some(i) = self.root_calls.iter().position(|(t, ..)| *t == tag) else { return };
+        let (_, issuer, fetch) = self.root_calls.swap_remove(i);
+        if let Some(d) = self.docs.get_mut(issuer) {
+            let _ = d.offer(store, fetch, resp, now);
+        }
     }
 
     /// A root call the host refused to send.
     pub fn root_call_not_sent(&mut self, tag: Tag) {
-        self.root_calls.retain(|(t, _)| *t != tag);
+        self.root_calls.retain(|(t, ..)| *t != tag);
     }
 
     /// Earliest time a background fetch may be due (tests).
     pub fn poll_timeout(&self) -> u64 {
-        self.docs.poll_timeout()
+        self.docs.iter().map(Docs::poll_timeout).min().unwrap_or(u64::MAX)
     }
 
-    /// A request's headers arrived.
+    /// A request's headers arrived: its policy is chosen, then it starts.
     pub fn start(&mut self, req: &mut Request, view: &dyn RequestView, store: &mut dyn Store, now: u64) -> Next {
         let now = self.now(now);
-        self.with_cx(store, now, |cx| req.start(cx, view))
+        let id = match self.choose(view) {
+            Ok(id) => id,
+            Err(why) => return self.unknown_policy(req, &why),
+        };
+        req.set_policy(id);
+        match self.with_cx(id, store, now, |cx| req.start(cx, view)) {
+            Some(next) => next,
+            None => self.broken(req),
+        }
     }
 
     /// The answer to a request's own call; `None` when the request already ended.
     pub fn handle_answer(&mut self, req: &mut Request, resp: &IdpResponse, store: &mut dyn Store, now: u64) -> Option<Next> {
         let now = self.now(now);
-        self.with_cx(store, now, |cx| req.handle_answer(cx, resp))
+        self.with_cx(req.policy(), store, now, |cx| req.handle_answer(cx, resp)).flatten()
     }
 
     /// The host refused to send a request's call.
     pub fn call_not_sent(&mut self, req: &mut Request, why: &str, store: &mut dyn Store, now: u64) -> Next {
         let now = self.now(now);
-        self.with_cx(store, now, |cx| req.call_not_sent(cx, why))
+        match self.with_cx(req.policy(), store, now, |cx| req.call_not_sent(cx, why)) {
+            Some(next) => next,
+            None => self.broken(req),
+        }
     }
 
-    fn with_cx<R>(&mut self, store: &mut dyn Store, now: u64, f: impl FnOnce(&mut Cx<'_>) -> R) -> R {
+    /// A request whose policy's parts cannot be found (cannot happen: the worker builds one
+    /// per policy and issuer of its plan); answered `500` rather than a panic.
+    fn broken(&mut self, req: &mut Request) -> Next {
+        req.refuse(challenge::reply(&Error::Internal(Internal::UnknownPolicy), &self.plan.policy.challenge))
+    }
+
+    /// The policy for a request, from what its route says; the route's words when they
+    /// name a policy the plan does not have.
+    fn choose(&mut self, view: &dyn RequestView) -> Result<PolicyId, String> {
+        if !self.plan.chooses() {
+            return Ok(PolicyId(0));
+        }
+        if let Some(md) = view.route_metadata() {
+            let named = match self.routes.get(md.as_slice()) {
+                Some(named) => named.clone(),
+                None => {
+                    let named: Option<Box<str>> = route::policy_in_metadata(&md).map(Into::into);
+                    if self.routes.len() < ROUTES_REMEMBERED {
+                        self.routes.insert(md.into_boxed_slice(), named.clone());
+                    }
+                    named
+                }
+            };
+            if let Some(name) = named {
+                return self.plan.find(&name).ok_or_else(|| format!("the route's metadata names policy `{name}`"));
+            }
+        }
+        if !self.plan.routes.is_empty() {
+            if let Some(id) = view.route_name().and_then(|r| self.plan.for_route(&r)) {
+                return Ok(id);
+            }
+        }
+        Ok(PolicyId(0))
+    }
+
+    /// Fails closed: a route that names a policy the filter does not have gets `500`.
+    fn unknown_policy(&mut self, req: &mut Request, why: &str) -> Next {
+        let known: Vec<&str> = self.plan.named.iter().map(|p| p.name.as_str()).collect();
+        self.log.push(Level::Error, format!("500 internal_error: {why}, which this filter does not have (its policies: {known:?}); add it to `policies` or fix the route"));
+        self.metrics.unknown_policy();
+        let e = Error::Internal(Internal::UnknownPolicy);
+        req.refuse(challenge::reply(&e, &self.plan.policy.challenge))
+    }
+
+    /// Lends policy `id`'s parts to `f` (`None` if the plan has no such policy).
+    fn with_cx<R>(&mut self, id: PolicyId, store: &mut dyn Store, now: u64, f: impl FnOnce(&mut Cx<'_>) -> R) -> Option<R> {
+        let policy = self.plan.get(id)?;
+        let docs = self.docs.get_mut(policy.issuer_id)?;
+        let caches = self.caches.get_mut(id.0)?;
         let mut cx = Cx {
-            policy: &self.plan.policy,
-            docs: &mut self.docs,
+            policy,
+            policy_id: id,
+            docs,
             store,
-            caches: &mut self.caches,
+            caches,
             metrics: &mut self.metrics,
             log: &mut self.log,
             now_ms: now,
             random: &mut *self.random,
         };
-        f(&mut cx)
+        Some(f(&mut cx))
     }
 
     /// Hands every queued log line to `f`.
     pub fn drain_log(&mut self, mut f: impl FnMut(LogLine)) {
-        self.docs.log.drain().for_each(&mut f);
+        for d in &mut self.docs {
+            d.log.drain().for_each(&mut f);
+        }
         self.log.drain().for_each(f);
     }
 
-    /// Hands every metric delta to `publish` (index into [`Metrics::names`], value).
+    /// Hands every metric delta to `publish` (index into [`Worker::metric_names`], value).
     pub fn drain_metrics(&mut self, mut publish: impl FnMut(usize, u64)) {
-        for (i, (hits, misses)) in self.caches.take_counts().into_iter().enumerate() {
-            self.metrics.cache(i, hits, misses);
+        for caches in &self.caches {
+            for (i, (hits, misses)) in caches.take_counts().into_iter().enumerate() {
+                self.metrics.cache(i, hits, misses);
+            }
         }
         self.metrics.drain(&mut publish);
-        self.docs.metrics.drain(&mut publish);
+        for d in &mut self.docs {
+            d.metrics.drain(&mut publish);
+        }
     }
 
-    /// The caches (tests).
-    pub fn caches(&self) -> &Caches {
-        &self.caches
+    /// A policy's caches (tests).
+    pub fn caches(&self, id: PolicyId) -> Option<&Caches> {
+        self.caches.get(id.0)
     }
 }

@@ -31,7 +31,7 @@ use envoy_oidc::core::oauth::authorize;
 use envoy_oidc::core::reply::{Forward, Reply};
 use envoy_oidc::core::testing::{Headers, Outcome, SimHost};
 use envoy_oidc::core::worker::TICK_MS;
-use jwt_simple::prelude::{Audiences, Duration, Ed25519KeyPair, EdDSAKeyPairLike, EdDSAPublicKeyLike, JWTClaims, NoCustomClaims};
+use jwt_simple::prelude::{Audiences, Duration, Ed25519KeyPair, EdDSAKeyPairLike, JWTClaims, NoCustomClaims};
 
 /// The test IdP's issuer in the fixtures.
 pub const ISSUER: &str = "https://localhost:39555";

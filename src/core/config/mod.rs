@@ -29,17 +29,69 @@ use crate::core::upstream::{TokenHeader, UpstreamSettings};
 
 use raw::{OneOrMany, Raw};
 
-/// The validated configuration: where the IdP's documents come from, and the policy that
-/// decides each request.
+/// The validated configuration: the policies that decide requests, the issuers whose
+/// documents they use, and which route takes which policy.
+///
+/// The top-level keys are the default policy. Each entry of `policies` is layered over
+/// them (its keys replace the top level's, as Kong layers a route's plugin over a
+/// service's). `route_policies` names a policy per Envoy route name.
 #[derive(Debug)]
 pub struct Plan {
+    /// The default policy's issuer (`issuers[0]`).
     pub issuer: DocsSettings,
+    /// The default policy (the top-level keys).
     pub policy: Policy,
+    /// The named policies (`policies`), in the order written.
+    pub named: Vec<Policy>,
+    /// Every distinct issuer (and how its documents are fetched); policies refer to these
+    /// by index, so each is fetched once however many policies use it.
+    pub issuers: Vec<DocsSettings>,
+    /// `route_policies`: route name → policy id.
+    pub routes: Vec<(String, PolicyId)>,
+}
+
+/// A policy of a [`Plan`]: 0 is the default, `i + 1` is `named[i]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct PolicyId(pub usize);
+
+impl Plan {
+    /// The policy with this id.
+    pub fn get(&self, id: PolicyId) -> Option<&Policy> {
+        match id.0 {
+            0 => Some(&self.policy),
+            i => self.named.get(i - 1),
+        }
+    }
+
+    /// The id of the named policy `name`.
+    pub fn find(&self, name: &str) -> Option<PolicyId> {
+        self.named.iter().position(|p| p.name == name).map(|i| PolicyId(i + 1))
+    }
+
+    /// The policy `route_policies` gives route `name`.
+    pub fn for_route(&self, name: &str) -> Option<PolicyId> {
+        self.routes.iter().find(|(r, _)| r == name).map(|(_, id)| *id)
+    }
+
+    /// Whether requests choose among several policies (else every request takes the
+    /// default, and nothing about the route is read).
+    pub fn chooses(&self) -> bool {
+        !self.named.is_empty()
+    }
+
+    /// Every policy with its id, the default first.
+    pub fn policies(&self) -> impl Iterator<Item = (PolicyId, &Policy)> {
+        std::iter::once(&self.policy).chain(&self.named).enumerate().map(|(i, p)| (PolicyId(i), p))
+    }
 }
 
 /// How requests are authenticated.
 #[derive(Debug)]
 pub struct Policy {
+    /// `""` for the default policy, else its key in `policies`.
+    pub name: String,
+    /// Index of its issuer in [`Plan::issuers`].
+    pub issuer_id: usize,
     /// Configured methods (tried in Kong's order).
     pub methods: Methods,
     /// The issuer exactly as configured (`iss` of tokens, RFC 9207 `iss` of callbacks).
@@ -87,11 +139,104 @@ impl Plan {
         if text.trim().is_empty() {
             return ConfigError::err("the configuration is empty (`issuer` and `idp_cluster` are required)");
         }
-        let raw = raw::parse(text)?;
-        let issuer = issuer(&raw)?;
-        let policy = policy(raw, &issuer)?;
-        Ok(Plan { issuer, policy })
+        let mut top = raw::document(text)?;
+        let named = top.remove("policies");
+        let routes = top.remove("route_policies");
+        let mut issuers = Vec::new();
+        let policy = build(top.clone(), None, &mut issuers)?;
+        let issuer = issuers.first().cloned().ok_or_else(|| ConfigError("no issuer".into()))?;
+        let mut plan = Plan { issuer, policy, named: Vec::new(), issuers, routes: Vec::new() };
+        for (name, own) in named_policies(named)? {
+            let mut merged = top.clone();
+            merged.extend(own.clone());
+            let mut p = build(merged, Some((&name, &own)), &mut plan.issuers)?;
+            p.name = name;
+            plan.named.push(p);
+        }
+        plan.routes = route_policies(&plan, routes)?;
+        Ok(plan)
     }
+}
+
+/// The entries of `policies`: names that are plain identifiers, each a mapping.
+fn named_policies(v: Option<serde_yaml_ng::Value>) -> Result<Vec<(String, serde_yaml_ng::Mapping)>, ConfigError> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    let serde_yaml_ng::Value::Mapping(map) = v else { return ConfigError::err("`policies` must map policy names to their keys") };
+    let mut out: Vec<(String, serde_yaml_ng::Mapping)> = Vec::new();
+    for (k, v) in map {
+        let Some(name) = k.as_str().map(str::to_string) else { return ConfigError::err("`policies`: a policy name must be a string") };
+        let ok = name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !ok || name.len() > 64 {
+            return ConfigError::err(format!(
+                "`policies`: `{name}` is not a valid policy name (lowercase letters, digits, `-` and `_`, starting with a letter)"
+            ));
+        }
+        let own = match v {
+            serde_yaml_ng::Value::Mapping(m) => m,
+            serde_yaml_ng::Value::Null => serde_yaml_ng::Mapping::new(),
+            _ => return ConfigError::err(format!("`policies.{name}` must be a mapping of keys")),
+        };
+        for key in own.keys() {
+            if matches!(key.as_str(), Some("policies" | "route_policies")) {
+                return ConfigError::err(format!("`policies.{name}`: policies do not nest"));
+            }
+        }
+        out.push((name, own));
+    }
+    Ok(out)
+}
+
+/// `route_policies`: each route name names a policy the plan has.
+fn route_policies(plan: &Plan, v: Option<serde_yaml_ng::Value>) -> Result<Vec<(String, PolicyId)>, ConfigError> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    let serde_yaml_ng::Value::Mapping(map) = v else { return ConfigError::err("`route_policies` must map route names to policy names") };
+    map.into_iter()
+        .map(|(k, v)| {
+            let (Some(route), Some(name)) = (k.as_str(), v.as_str()) else {
+                return ConfigError::err("`route_policies`: route and policy names are strings");
+            };
+            match plan.find(name) {
+                Some(id) => Ok((route.to_string(), id)),
+                None => ConfigError::err(format!("`route_policies.{route}`: there is no policy `{name}` in `policies`")),
+            }
+        })
+        .collect()
+}
+
+/// One policy from its mapping (`named`: its name and its own keys, for a named policy);
+/// its issuer is added to `issuers` unless an equal one is there.
+fn build(
+    map: serde_yaml_ng::Mapping,
+    named: Option<(&str, &serde_yaml_ng::Mapping)>,
+    issuers: &mut Vec<DocsSettings>,
+) -> Result<Policy, ConfigError> {
+    let prefix = named.map(|(n, _)| format!("policies.{n}.")).unwrap_or_default();
+    let in_policy = |e: ConfigError| match named {
+        Some((n, _)) => ConfigError(format!("in `policies.{n}`: {}", e.0)),
+        None => e,
+    };
+    let raw = raw::typed(map, &prefix)?;
+    let docs = issuer(&raw).map_err(in_policy)?;
+    let issuer_id = match issuers.iter().position(|i| *i == docs) {
+        Some(i) => i,
+        None => {
+            issuers.push(docs.clone());
+            issuers.len() - 1
+        }
+    };
+    let mut p = policy(raw, &docs, named.map(|(n, _)| n).unwrap_or("")).map_err(in_policy)?;
+    p.issuer_id = issuer_id;
+    if let (Some((name, own)), Some(s)) = (named, p.sessions.as_mut()) {
+        // Each policy's cookies are its own, unless the policy names them itself.
+        if !own.contains_key("session_cookie_name") {
+            s.cookie_name = format!("{}-{name}", s.cookie_name);
+        }
+        if !own.contains_key("authorization_cookie_name") {
+            s.authorization_cookie_name = format!("{}-{name}", s.authorization_cookie_name);
+        }
+    }
+    Ok(p)
 }
 
 /// The issuer and how its documents are fetched.
@@ -110,7 +255,7 @@ fn timeout(raw: &Raw) -> Result<u64, ConfigError> {
     Ok(raw.timeout)
 }
 
-fn policy(mut raw: Raw, docs: &DocsSettings) -> Result<Policy, ConfigError> {
+fn policy(mut raw: Raw, docs: &DocsSettings, name: &str) -> Result<Policy, ConfigError> {
     let methods = methods(&mut raw)?;
     let client = client(&mut raw, methods, docs)?;
     let scopes = std::mem::take(&mut raw.scopes);
@@ -123,7 +268,7 @@ fn policy(mut raw: Raw, docs: &DocsSettings) -> Result<Policy, ConfigError> {
     if raw.leeway > 3600 {
         return ConfigError::err("`leeway`: at most 3600 seconds");
     }
-    let sessions = if methods.uses_sessions() { Some(sessions(&raw)?) } else { None };
+    let sessions = if methods.uses_sessions() { Some(sessions(&raw, name)?) } else { None };
     let login = LoginSettings {
         redirect_uris: redirect_uris(&mut raw, methods)?,
         client_id: client.client.id.clone(),
@@ -133,6 +278,8 @@ fn policy(mut raw: Raw, docs: &DocsSettings) -> Result<Policy, ConfigError> {
     };
     let bearer = bearer_sources(&raw)?;
     Ok(Policy {
+        name: name.to_string(),
+        issuer_id: 0,
         methods,
         issuer: docs.issuer.clone(),
         scope,
@@ -305,7 +452,9 @@ fn pop(v: &str) -> Result<Pop, ConfigError> {
     }
 }
 
-fn sessions(raw: &Raw) -> Result<SessionSettings, ConfigError> {
+/// Sessions; `policy` (the policy's name) is bound into every sealed value, so a cookie of
+/// one policy never opens in another.
+fn sessions(raw: &Raw, policy: &str) -> Result<SessionSettings, ConfigError> {
     let Some(secret) = raw.session_secret.as_deref().filter(|s| !s.is_empty()) else {
         return ConfigError::err(
             "`session_secret` is required with the session and authorization_code methods (every worker and Envoy must share it)",
@@ -329,7 +478,7 @@ fn sessions(raw: &Raw) -> Result<SessionSettings, ConfigError> {
         raw.session_cookie_secure,
     )?;
     Ok(SessionSettings {
-        sealer: Sealer::new(secret),
+        sealer: Sealer::new(secret, policy),
         cookie_name: cookie_name("session_cookie_name", &raw.session_cookie_name)?,
         authorization_cookie_name: cookie_name("authorization_cookie_name", &raw.authorization_cookie_name)?,
         attrs,

@@ -2,6 +2,7 @@
 //! from [`super::keys::KEYS`], every field typed. Unknown keys are refused here.
 
 use serde::Deserialize;
+use serde_yaml_ng::{Mapping, Value};
 
 use crate::core::error::ConfigError;
 
@@ -103,27 +104,33 @@ pub struct Raw {
     pub logout_redirect_uri: Option<String>,
 }
 
-/// Parses YAML or JSON text: keys with `null` count as absent, absent keys get their
-/// default, then the result is typed. Errors start with the offending key.
-pub fn parse(text: &str) -> Result<Raw, ConfigError> {
-    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
-    let serde_yaml_ng::Value::Mapping(mut map) = value else {
+/// Parses YAML or JSON text into its top-level mapping; keys with `null` count as absent.
+pub fn document(text: &str) -> Result<Mapping, ConfigError> {
+    let value: Value = serde_yaml_ng::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+    let Value::Mapping(mut map) = value else {
         return ConfigError::err("the configuration must be a mapping of keys (`issuer: …`)");
     };
     map.retain(|_, v| !v.is_null());
+    Ok(map)
+}
+
+/// Types a policy's mapping: absent keys get their default. Errors start with the
+/// offending key, after `prefix` (`policies.api.`).
+pub fn typed(mut map: Mapping, prefix: &str) -> Result<Raw, ConfigError> {
+    map.retain(|_, v| !v.is_null());
     for key in KEYS {
-        let (Some(default), name) = (key.default, serde_yaml_ng::Value::String(key.name.to_string())) else { continue };
+        let (Some(default), name) = (key.default, Value::String(key.name.to_string())) else { continue };
         if !map.contains_key(&name) {
-            let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(default).map_err(|e| ConfigError(e.to_string()))?;
+            let v: Value = serde_yaml_ng::from_str(default).map_err(|e| ConfigError(e.to_string()))?;
             map.insert(name, v);
         }
     }
-    // The error names the offending key (`timeout: invalid type …`).
-    serde_path_to_error::deserialize(serde_yaml_ng::Value::Mapping(map)).map_err(|e| {
+    serde_path_to_error::deserialize(Value::Mapping(map)).map_err(|e| {
         let path = e.path().to_string();
         match path.as_str() {
-            "." | "" => ConfigError(e.into_inner().to_string()),
-            _ => ConfigError(format!("{path}: {}", e.into_inner())),
+            "." | "" if prefix.is_empty() => ConfigError(e.into_inner().to_string()),
+            "." | "" => ConfigError(format!("{}: {}", prefix.trim_end_matches('.'), e.into_inner())),
+            _ => ConfigError(format!("{prefix}{path}: {}", e.into_inner())),
         }
     })
 }

@@ -198,3 +198,78 @@ fn null_means_the_default() {
     assert_eq!(p.policy.timeout_ms, DEFAULT_TIMEOUT_MS);
     assert_eq!(p.policy.scope, "openid");
 }
+
+const POLICIES: &str = "client_id: gateway
+client_secret: s3cret
+auth_methods: [bearer]
+session_secret: 0123456789abcdef0123
+policies:
+  api: {scopes_required: ['orders:read']}
+  app: {auth_methods: [authorization_code, session], redirect_uri: 'https://shop.example.com/app/callback'}
+  partner: {issuer: 'https://idp-b.example.com', idp_cluster: idp-b, tls_client_auth_cluster: idp-b-mtls, client_id: gw-b, client_auth: tls_client_auth, auth_methods: [password, introspection]}
+  same_idp: {timeout: 10000}
+route_policies: {orders-route: api, partner-route: partner}
+";
+
+#[test]
+fn named_policies_are_layered_over_the_top_level() {
+    let p = parse(POLICIES).unwrap();
+    assert!(p.chooses());
+    assert_eq!(p.named.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), vec!["api", "app", "partner", "same_idp"]);
+    let api = p.get(p.find("api").unwrap()).unwrap();
+    assert_eq!((api.client.client.id.as_str(), api.rules.len()), ("gateway", 1), "inherits the client, adds its rule");
+    assert!(p.policy.rules.is_empty(), "the default keeps its own");
+    let app = p.get(p.find("app").unwrap()).unwrap();
+    assert!(app.has(AuthMethod::AuthorizationCode) && !app.has(AuthMethod::Bearer));
+    let s = app.sessions.as_ref().unwrap();
+    assert_eq!((s.cookie_name.as_str(), s.authorization_cookie_name.as_str()), ("session-app", "authorization-app"));
+    let partner = p.get(p.find("partner").unwrap()).unwrap();
+    assert_eq!(partner.client.token_auth, ClientAuth::TlsClientAuth);
+    assert_eq!(partner.client.cluster_for(partner.client.token_auth), "idp-b-mtls");
+    // one issuer per distinct IdP: the default's, partner's; `same_idp` reuses the first
+    assert_eq!(p.issuers.len(), 2);
+    assert_eq!((p.policy.issuer_id, partner.issuer_id), (0, 1));
+    assert_eq!(p.get(p.find("same_idp").unwrap()).unwrap().issuer_id, 0);
+    assert_eq!(p.issuers[1].issuer, "https://idp-b.example.com");
+    assert_eq!(p.for_route("orders-route"), p.find("api"));
+    assert_eq!(p.for_route("nope"), None);
+    assert_eq!(p.get(PolicyId(0)).unwrap().name, "");
+    assert_eq!(p.policies().count(), 5);
+}
+
+#[test]
+fn a_policy_that_names_its_cookie_keeps_the_name() {
+    let p = parse(
+        "client_id: c\nsession_secret: 0123456789abcdef0123\npolicies:\n  web: {auth_methods: [session], session_cookie_name: web_sid}\n",
+    )
+    .unwrap();
+    let web = p.get(p.find("web").unwrap()).unwrap();
+    assert_eq!(web.sessions.as_ref().unwrap().cookie_name, "web_sid");
+}
+
+#[test]
+fn policy_errors_name_the_policy_and_the_key() {
+    let m = msg("client_id: c\npolicies:\n  api: {timeout: soon}\n");
+    assert!(m.contains("policies.api.timeout"), "{m}");
+    let m = msg("client_id: c\npolicies:\n  app: {auth_methods: [authorization_code]}\n");
+    assert!(m.contains("policies.app") && m.contains("session_secret"), "{m}");
+    let m = msg("client_id: c\npolicies:\n  api: {}\nroute_policies: {r1: apj}\n");
+    assert!(m.contains("route_policies.r1") && m.contains("apj"), "{m}");
+    for bad in ["Api", "1st", "a b", ""] {
+        let m = msg(&format!("client_id: c\npolicies:\n  '{bad}': {{}}\n"));
+        assert!(m.contains("policy name"), "{bad}: {m}");
+    }
+    let m = msg("client_id: c\npolicies:\n  api: {policies: {x: {}}}\n");
+    assert!(m.contains("do not nest"), "{m}");
+    let m = msg("client_id: c\npolicies:\n  api: [bearer]\n");
+    assert!(m.contains("policies.api"), "{m}");
+    let m = msg("client_id: c\npolicies:\n  api: {no_such: 1}\n");
+    assert!(m.contains("no_such"), "{m}");
+}
+
+#[test]
+fn one_policy_plans_choose_nothing() {
+    let p = parse("client_id: c\n").unwrap();
+    assert!(!p.chooses());
+    assert_eq!(p.issuers.len(), 1);
+}

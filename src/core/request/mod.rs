@@ -38,7 +38,7 @@ use std::rc::Rc;
 use crate::core::cache::{self, Cache};
 use crate::core::challenge;
 use crate::core::claims::{self, Claims};
-use crate::core::config::Policy;
+use crate::core::config::{Policy, PolicyId};
 use crate::core::discovery::Metadata;
 use crate::core::docs::store::Store;
 use crate::core::docs::{Docs, Fetch, Need};
@@ -75,6 +75,16 @@ pub trait RequestView {
     /// The lowercase hex SHA-256 of the client certificate the host verified, asked only
     /// when `proof_of_possession_mtls` is on.
     fn peer_certificate_sha256(&self) -> Option<String>;
+    /// The route's metadata (a serialized `envoy.config.core.v3.Metadata`), asked only when
+    /// the plan has named policies.
+    fn route_metadata(&self) -> Option<Vec<u8>> {
+        None
+    }
+    /// The route's name, asked only when `route_policies` is set and the metadata named no
+    /// policy.
+    fn route_name(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The request data as plain fields (tests, fuzzing, hosts that read everything anyway).
@@ -145,6 +155,8 @@ impl Caches {
 /// Everything outside the request that one event needs, lent for that event.
 pub struct Cx<'a> {
     pub policy: &'a Policy,
+    /// Which of the plan's policies `policy` is (for its metrics).
+    pub policy_id: PolicyId,
     /// The documents of the policy's issuer.
     pub docs: &'a mut Docs,
     pub store: &'a mut dyn Store,
@@ -255,6 +267,8 @@ struct Inflight {
 #[derive(Debug, Default)]
 pub struct Request {
     state: State,
+    /// The policy that decides it (chosen from its route when it starts).
+    policy: PolicyId,
     inflight: Option<Inflight>,
     /// The bearer token (or refresh token) the client presented.
     token: String,
@@ -284,6 +298,22 @@ impl Request {
     /// Whether the request has ended (forwarded or answered).
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)
+    }
+
+    /// The policy that decides it.
+    pub fn policy(&self) -> PolicyId {
+        self.policy
+    }
+
+    pub(crate) fn set_policy(&mut self, id: PolicyId) {
+        self.policy = id;
+    }
+
+    /// Ends the request with `reply`, decided outside any policy (its route named none the
+    /// filter has).
+    pub(crate) fn refuse(&mut self, reply: Reply) -> Next {
+        self.state = State::Done;
+        Next::Answer(reply)
     }
 
     /// The request's headers have arrived.
@@ -432,7 +462,7 @@ impl Request {
         let own = |name: &str| p.sessions.as_ref().is_some_and(|s| s.is_own(name));
         let mut fwd = upstream::forward(&p.upstream, identity, presented, &self.original, &own, new_refresh_token);
         fwd.response_add.extend(cookies);
-        cx.metrics.request(self.method, Outcome::Allowed);
+        cx.metrics.request_of(cx.policy_id.0, self.method, Outcome::Allowed);
         self.state = State::Done;
         Next::Forward(fwd)
     }
@@ -451,7 +481,7 @@ impl Request {
 
     /// Ends the request with a local reply.
     fn answer(&mut self, cx: &mut Cx<'_>, reply: Reply) -> Next {
-        cx.metrics.request(self.method, Outcome::of_status(reply.status));
+        cx.metrics.request_of(cx.policy_id.0, self.method, Outcome::of_status(reply.status));
         self.state = State::Done;
         Next::Answer(reply)
     }

@@ -60,6 +60,7 @@ impl World {
         };
         let mut cx = Cx {
             policy: &self.plan.policy,
+            policy_id: PolicyId(0),
             docs: &mut self.docs,
             store: &mut self.store,
             caches: &mut self.caches,
@@ -586,7 +587,7 @@ fn logout_revokes_both_tokens_then_ends_the_session_at_the_idp() {
 fn decided_requests_are_counted() {
     let mut w = World::new("auth_methods: [password]\n");
     let _ = w.start(&mut Request::new(), Inputs::default());
-    let names = Metrics::names();
+    let names = Metrics::names(&[]);
     let mut seen = Vec::new();
     w.metrics.drain(|i, v| seen.push((names[i].name.clone(), v)));
     assert_eq!(seen, vec![("oidc.requests.none.unauthorized".to_string(), 1)]);

@@ -24,7 +24,6 @@ use crate::core::docs::store::{Cas, Conflict, Read, Store};
 use crate::core::header::Headers;
 use crate::core::idp::{IdpCall, IdpResponse};
 use crate::core::log::Level;
-use crate::core::metrics::Metrics;
 use crate::core::reply::{Forward, Reply};
 use crate::core::request::{Next, Request, RequestView};
 use crate::core::wire;
@@ -110,6 +109,15 @@ impl RequestView for View {
     fn peer_certificate_sha256(&self) -> Option<String> {
         abi::property(&["connection", "sha256_peer_certificate_digest"]).map(text)
     }
+
+    fn route_metadata(&self) -> Option<Vec<u8>> {
+        // Envoy 1.25 and later name it `xds.route_metadata`; older ones `route_metadata`.
+        abi::property(&["xds", "route_metadata"]).or_else(|| abi::property(&["route_metadata"]))
+    }
+
+    fn route_name(&self) -> Option<String> {
+        abi::property(&["xds", "route_name"]).or_else(|| abi::property(&["route_name"])).map(text)
+    }
 }
 
 /// Bytes as text; what is not UTF-8 becomes U+FFFD (never a panic).
@@ -176,7 +184,8 @@ impl Vm {
         let mut worker = Worker::new(plan, u64::from_le_bytes(me), Box::new(random));
         let actions = worker.handle_configure(&mut HostStore);
         let root = self.roots.entry(root_id).or_default();
-        root.metrics = Metrics::names()
+        root.metrics = worker
+            .metric_names()
             .into_iter()
             .map(|n| {
                 let kind = if n.histogram { abi::HISTOGRAM } else { abi::COUNTER };
@@ -233,7 +242,7 @@ impl Vm {
             send(&Reply::json(500, Vec::new(), &serde_json::json!({"error": "internal_error"})));
             return PAUSE;
         };
-        let view = if worker.policy().reads_many_headers() { View::All(abi::header_pairs(abi::REQUEST_HEADERS)) } else { View::Each };
+        let view = if worker.reads_many_headers() { View::All(abi::header_pairs(abi::REQUEST_HEADERS)) } else { View::Each };
         let next = worker.start(&mut http.request, &view, &mut HostStore, abi::now_ms());
         self.carry_out(ctx, next, true)
     }
