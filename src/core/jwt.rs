@@ -310,6 +310,18 @@ pub fn unverified_claims(token: &str) -> Option<Claims> {
     decode_part(token, 1).ok()
 }
 
+/// What a grant establishes about the user, as Kong reads it: the access token's claims
+/// when it is a JWT, else the ID token's (both came from the token endpoint over TLS; OIDC
+/// Core 3.1.3.7 lets TLS stand for the signature there), else nothing; with the token
+/// response's `scope` when the claims carry none.
+pub fn grant_claims(access_token: &str, id_token: Option<&str>, scope: Option<&str>) -> Claims {
+    let mut claims = unverified_claims(access_token).or_else(|| id_token.and_then(unverified_claims)).unwrap_or_default();
+    if let Some(s) = scope {
+        claims.entry("scope").or_insert_with(|| s.into());
+    }
+    claims
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

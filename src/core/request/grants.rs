@@ -4,7 +4,6 @@
 
 use std::rc::Rc;
 
-use crate::core::claims::Claims;
 use crate::core::idp::IdpResponse;
 use crate::core::jwt;
 use crate::core::method::AuthMethod;
@@ -41,13 +40,7 @@ impl Request {
             Ok(t) => t,
             Err(e) => return self.deny(cx, e),
         };
-        let claims = jwt::unverified_claims(&tokens.access_token).unwrap_or_else(|| {
-            let mut c = Claims::new();
-            if let Some(s) = &tokens.scope {
-                c.insert("scope".into(), s.clone().into());
-            }
-            c
-        });
+        let claims = jwt::grant_claims(&tokens.access_token, tokens.id_token.as_deref(), tokens.scope.as_deref());
         let identity = Rc::new(Identity {
             access_token: tokens.access_token.clone(),
             id_token: tokens.id_token.clone(),

@@ -146,9 +146,10 @@ impl Request {
     }
 }
 
-/// What a session establishes: its tokens, and the access token's claims when it is a JWT.
+/// What a session establishes: its tokens, and the access token's claims when it is a JWT,
+/// else the ID token's (checked at the login).
 pub(super) fn session_identity(s: &Session) -> Identity {
-    let mut claims = jwt::unverified_claims(&s.at).unwrap_or_default();
+    let mut claims = jwt::grant_claims(&s.at, s.idt.as_deref(), None);
     claims.entry("sub").or_insert_with(|| s.sub.clone().into());
     Identity { access_token: s.at.clone(), id_token: s.idt.clone(), claims: Rc::new(claims), ..Default::default() }
 }

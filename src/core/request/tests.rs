@@ -593,3 +593,19 @@ fn decided_requests_are_counted() {
     assert_eq!(seen, vec![("oidc.requests.none.unauthorized".to_string(), 1)]);
     let _ = DocsSettings::clone(&w.plan.issuer);
 }
+
+#[test]
+fn an_opaque_grant_takes_its_claims_from_the_id_token() {
+    // Kong's behaviour: upstream_headers_claims: [sub] works after a password grant whose
+    // access token is opaque.
+    let mut w = World::new("auth_methods: [password]\nupstream_headers_claims: [sub, scope]\nupstream_headers_names: [x-sub, x-scope]\n");
+    let b = |v: &serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let idt = format!("{}.{}.sig", b(&serde_json::json!({"alg": "RS256"})), b(&serde_json::json!({"sub": "john", "iss": ISS})));
+    let mut r = Request::new();
+    let _ = call(w.start(&mut r, basic(BASIC_JOHN)));
+    let body =
+        serde_json::json!({"access_token": "opaque-at", "token_type": "Bearer", "expires_in": 60, "id_token": idt, "scope": "openid api"});
+    let next = w.answer(&mut r, &ok(body.to_string()));
+    assert_eq!(set(&next, "x-sub"), Some("john"));
+    assert_eq!(set(&next, "x-scope"), Some("openid api"));
+}
