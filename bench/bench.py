@@ -172,6 +172,24 @@ def api_config(idp: harness.IdP, methods: list[str], **extra: Any) -> dict:
             "client_id": "client-tls-auth", "client_auth": "tls_client_auth", "auth_methods": methods, **extra}
 
 
+POLICIES = 20
+
+
+def policies_config(idp: harness.IdP) -> dict:
+    """The bearer configuration with 20 named policies besides the default (each with its own
+    scope rule), for the cost of choosing one per request."""
+    cfg = api_config(idp, ["bearer"])
+    cfg["policies"] = {f"p{i:02d}": {"scopes_required": ["api:read", f"extra:{i}"]} for i in range(POLICIES)}
+    cfg["policies"][f"p{POLICIES - 1:02d}"] = {"scopes_required": ["api:read"]}
+    return cfg
+
+
+def route_to_last_policy(cfg: dict) -> None:
+    """The front Envoy's one route names the last policy in its metadata."""
+    route = harness._find_hcm(cfg)["route_config"]["virtual_hosts"][0]["routes"][0]
+    route["metadata"] = {"filter_metadata": {"envoy-oidc": {"policy": f"p{POLICIES - 1:02d}"}}}
+
+
 def jwt_authn_mutator(idp: harness.IdP, jwks: dict, *, cache: bool = False) -> Callable[[dict], None]:
     provider: dict[str, Any] = {
         "issuer": idp.issuer,
@@ -211,6 +229,7 @@ class Scenario:
     prepare: Callable[[harness.Envoy], dict[str, str]] | None = None  # e.g. a login -> headers
     requests: int | None = None    # measured requests, when not the defaults
     wasm: Path | None = None       # another build of the filter (--compare-wasm)
+    mutate: Callable[[dict], None] | None = None  # a change to the front Envoy's config
 
 
 @dataclass
@@ -344,6 +363,9 @@ class Bench:
                      headers=bearer, jwt_cache=True),
             Scenario("bearer", "oidc bearer JWT, same token", "oidc", baseline="jwt_authn",
                      plugin=lambda: api_config(idp, ["bearer"]), headers=bearer),
+            Scenario("bearer-policies", f"oidc bearer JWT, same token, the route's policy chosen among {POLICIES + 1}",
+                     "oidc", baseline="jwt_authn", plugin=lambda: policies_config(idp), headers=bearer,
+                     mutate=route_to_last_policy),
             Scenario("bearer-cold", "oidc bearer JWT, new token every request", "oidc", cold=True,
                      baseline="jwt_authn-cold", plugin=lambda: api_config(idp, ["bearer"])),
             Scenario("bearer-memory", f"oidc bearer JWT, {self.args.memory_requests:,} requests cycling over "
@@ -404,7 +426,7 @@ class Bench:
         elif s.key.startswith("session"):
             proxy = self.browser_envoy(tag=s.key, wasm=s.wasm or harness.WASM_PATH)
         else:
-            proxy = self.start_front(plugin=s.plugin(), tag=s.key, wasm=s.wasm or harness.WASM_PATH)
+            proxy = self.start_front(plugin=s.plugin(), tag=s.key, wasm=s.wasm or harness.WASM_PATH, mutate=s.mutate)
         try:
             headers = s.headers() if s.headers else {}
             if s.prepare:
@@ -632,7 +654,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--logins", type=int, default=30, help="authorization code logins timed")
     p.add_argument("--token-requests", type=int, default=100, help="token requests for the TLS connection count")
     p.add_argument("--only", help="comma-separated scenario keys (none, floor, floor-read, jwt_authn, jwt_authn-cold, "
-                                  "jwt_authn-cache, bearer, bearer-cold, bearer-memory, session, introspection, password)")
+                                  "jwt_authn-cache, bearer, bearer-policies, bearer-cold, bearer-memory, session, introspection, password)")
     p.add_argument("--skip-login-cost", action="store_true", help="skip the second table")
     p.add_argument("--no-pin", dest="pin", action="store_false",
                    help="don't pin the front Envoy to its own CPU (default: pinned when there are ≥ 2 CPUs)")
