@@ -13,8 +13,6 @@ use libfuzzer_sys::fuzz_target;
 mod common;
 use common::{Host, World};
 
-const BEARER: &str = include_str!("../fixtures/access_token.jwt");
-
 fuzz_target!(|data: &[u8]| {
     let Ok(plan) = Plan::parse(data) else { return };
     let _ = format!("{plan:?}");
@@ -45,7 +43,9 @@ fuzz_target!(|data: &[u8]| {
 
     let mut host = Host::new(&world, data.len() % 2 == 0);
     let token = [common::code_answer()];
-    let bearer = format!("Bearer {}", BEARER.trim());
+    // A JWT access token for the plan's issuer, signed by the key the IdP serves.
+    let claims = serde_json::json!({"scope": "openid api:read", "email": "john@example.com", "groups": ["admins"]});
+    let bearer = format!("Bearer {}", common::sign(&p.issuer, host.now_s(), claims));
     let refresh = p.upstream.refresh_token_header.as_str();
     let requests = [
         common::request(&[("authorization", Some("Basic am9objpkb2U=")), (refresh, Some("RT"))]),

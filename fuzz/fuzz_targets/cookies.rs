@@ -67,7 +67,8 @@ fuzz_target!(|data: &[u8]| {
             1 => {
                 host.trusted = true;
                 let sealed = s.sealer.seal(&s.cookie_name, f.first().copied().unwrap_or_default(), [7; 12]);
-                let mut cookie: Vec<String> = session::chunks(&s.cookie_name, &sealed).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let mut cookie: Vec<String> =
+                    session::chunks(&s.cookie_name, &sealed).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
                 if let Some(other) = common::header_field(&f, 3) {
                     cookie.push(other);
                 }

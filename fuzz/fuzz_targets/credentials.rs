@@ -16,7 +16,7 @@ use envoy_oidc::core::testing::Headers;
 use libfuzzer_sys::fuzz_target;
 
 mod common;
-use common::Host;
+use common::{Host, Keys};
 
 /// An answer that is a valid token response, introspection and userinfo answer at once.
 const YES: &str = r#"{"active":true,"sub":"john","email":"john@example.com","groups":["admins","users"],"realm_access":{"roles":["writer"]},"scope":"openid api:read api:write","exp":1795786700,"iat":1795783100,"iss":"https://localhost:39555","access_token":"ORKo_ybOqinUh1eMJwv8sQKGThlP7L5SP0O-8ZFRwhR","token_type":"Bearer","expires_in":3600,"refresh_token":"RT2"}"#;
@@ -54,7 +54,8 @@ fuzz_target!(|data: &[u8]| {
 
     let world = if mode % 2 == 0 { &common::API_WORLD } else { &common::STRICT_WORLD };
     world.with(|w| {
-        let mut host = Host::new(w, mode & 2 == 0);
+        // The test IdP's keys: the fixture tokens in the seeds verify.
+        let mut host = Host::with_keys(w, mode & 2 == 0, Keys::Fixture);
         let refresh_header = w.plan.policy.upstream.refresh_token_header.as_str();
         let mut request = common::request(&[
             ("authorization", authorization.as_deref()),

@@ -20,9 +20,11 @@ use envoy_oidc::core::testing::Outcome;
 use libfuzzer_sys::fuzz_target;
 
 mod common;
-use common::Host;
+use common::{Host, Keys};
 
 const TOKENS: &str = include_str!("../fixtures/tokens.txt");
+/// A real access token of the test IdP (RS256), valid at `NOW_MS`.
+const ACCESS_TOKEN: &str = include_str!("../fixtures/access_token.jwt");
 
 /// What every verified token must satisfy.
 fn accepted(token: &str, claims: &Claims, now: u64, leeway: u64) {
@@ -64,27 +66,34 @@ fuzz_target!(|data: &[u8]| {
             let _ = jwt::looks_like_jwt(&token);
             let _ = jwt::kid(&token);
             let _ = jwt::unverified_claims(&token);
-            common::API_WORLD.with(|w| {
-                if let Ok(claims) = w.keys.verify(&token, common::ISSUER, 0, now) {
-                    accepted(&token, &claims, now, 0);
-                }
-                let expect = Expect {
-                    issuer: common::ISSUER,
-                    audience: Some("client-tls-auth"),
-                    nonce: Some(common::FIXTURE_NONCE),
-                    leeway_secs: 5,
-                    now_secs: now,
-                };
-                if let Ok(claims) = w.keys.verify_with(&token, &expect) {
-                    accepted(&token, &claims, now, 5);
-                }
-                let login = &w.plan.policy.login;
-                if let Ok(claims) = authorize::validate_id_token(login, &w.keys, &token, common::FIXTURE_NONCE, now) {
-                    accepted(&token, &claims, now, login.leeway);
-                    assert_eq!(claims.get("nonce").and_then(|n| n.as_str()), Some(common::FIXTURE_NONCE));
-                }
-                let mut host = Host::new(w, mode & 4 == 0);
-                through_host(&mut host, &format!("Bearer {token}"));
+            common::FIXTURE_KEYS.with(|keys| {
+                common::API_WORLD.with(|w| {
+                    // The harness itself: the fixtures still fit its clock.
+                    assert!(
+                        keys.verify(ACCESS_TOKEN.trim(), common::ISSUER, 0, now).is_ok(),
+                        "the fixture access token no longer verifies"
+                    );
+                    if let Ok(claims) = keys.verify(&token, common::ISSUER, 0, now) {
+                        accepted(&token, &claims, now, 0);
+                    }
+                    let expect = Expect {
+                        issuer: common::ISSUER,
+                        audience: Some("client-tls-auth"),
+                        nonce: Some(common::FIXTURE_NONCE),
+                        leeway_secs: 5,
+                        now_secs: now,
+                    };
+                    if let Ok(claims) = keys.verify_with(&token, &expect) {
+                        accepted(&token, &claims, now, 5);
+                    }
+                    let login = &w.plan.policy.login;
+                    if let Ok(claims) = authorize::validate_id_token(login, keys, &token, common::FIXTURE_NONCE, now) {
+                        accepted(&token, &claims, now, login.leeway);
+                        assert_eq!(claims.get("nonce").and_then(|n| n.as_str()), Some(common::FIXTURE_NONCE));
+                    }
+                    let mut host = Host::with_keys(w, mode & 4 == 0, Keys::Fixture);
+                    through_host(&mut host, &format!("Bearer {token}"));
+                })
             });
         }
         1 => {
@@ -122,8 +131,8 @@ fuzz_target!(|data: &[u8]| {
             // A host clock before 2106 (jwt-simple keeps seconds in 32 bits).
             let now = num(1).filter(|n| *n < 1 << 32).unwrap_or(now);
             let leeway = num(2).unwrap_or(0).min(3600);
-            common::API_WORLD.with(|w| {
-                if let Ok(claims) = w.keys.verify(&token, common::ISSUER, leeway, now) {
+            common::FIXTURE_KEYS.with(|keys| {
+                if let Ok(claims) = keys.verify(&token, common::ISSUER, leeway, now) {
                     accepted(&token, &claims, now, leeway);
                 }
             });

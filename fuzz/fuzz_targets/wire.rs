@@ -57,7 +57,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    let headers = Headers { pairs: pairs.iter().map(|(k, v)| (text(k), text(v))).collect(), peer_cert_sha256: None };
+    let headers = Headers { pairs: pairs.iter().map(|(k, v)| (text(k), text(v))).collect(), ..Headers::default() };
     common::WEB_WORLD.with(|w| {
         let mut host = Host::new(w, data.len() % 2 == 0);
         host.send(0, &headers, &[common::code_answer(), common::answer(200, "")]);

@@ -42,14 +42,14 @@ pub const DISCOVERY: &[u8] = include_bytes!("../../fixtures/discovery.json");
 /// The test IdP's RS256 key, plus PS256, ES256, Ed25519 and an encryption key.
 pub const JWKS: &[u8] = include_bytes!("../../fixtures/jwks.json");
 /// An ID token for `client-tls-auth` (RS256, kid idp-sig-1) whose nonce is
-/// [`FIXTURE_NONCE`].
+/// [`FIXTURE_NONCE`]. In an IdP answer of the simulated host it stands for an ID token
+/// (signed by the harness) for the nonce of the login in progress.
 pub const ID_TOKEN: &str = include_str!("../../fixtures/id_token.jwt");
 /// What the randomness was when the seeds were written: all bytes 0x42.
 pub const RANDOM_BYTE: u8 = 0x42;
 /// The state and the nonce a login got when the randomness was all [`RANDOM_BYTE`] (the
 /// seeds carry it). The simulated host has randomness of its own, so the harness puts the
-/// state of the login in progress where an input says this (see [`with_state`]), and an ID
-/// token signed for the login's nonce where an IdP answer carries [`ID_TOKEN`].
+/// state of the login in progress where an input says this (see [`with_state`]).
 pub const FIXTURE_NONCE: &str = "QkJCQkJCQkJCQkJCQkJCQg";
 
 /// API clients: every token method, bearer tokens from header, query and cookie, identity
@@ -132,8 +132,6 @@ pub struct World {
     pub discovery: Vec<u8>,
     /// The same, parsed for the plan's issuer (`None` when it does not parse).
     pub meta: Option<Metadata>,
-    /// The fixture key set (for verifying directly).
-    pub keys: KeySet,
     /// Configured secrets, which no answer's body and no log line may show.
     pub secrets: Vec<String>,
 }
@@ -160,7 +158,7 @@ impl World {
     /// `plan` with the IdP serving `discovery` (any bytes).
     pub fn with_discovery(plan: Arc<Plan>, discovery: Vec<u8>) -> World {
         let meta = Metadata::parse(&plan.issuer.issuer, &discovery).ok();
-        World { plan, discovery, meta, keys: KeySet::parse(JWKS).expect("fixture JWKS"), secrets: Vec::new() }
+        World { plan, discovery, meta, secrets: Vec::new() }
     }
 
     /// The same plan with another discovery document.
@@ -179,21 +177,27 @@ thread_local! {
     pub static STRICT_WORLD: World = World::new(API_STRICT);
     pub static WEB_WORLD: World = World::new(WEB);
     pub static USERINFO_WORLD: World = World::new(USERINFO);
-    /// Signs ID tokens for logins whose nonce the fixture token does not have.
+    /// The fixture key set, for verifying directly.
+    pub static FIXTURE_KEYS: KeySet = KeySet::parse(JWKS).expect("fixture JWKS");
+    /// Signs the tokens of the simulated IdP (ID tokens for a login's nonce, access tokens).
     static SIGNER: Ed25519KeyPair = {
         // PKCS#8 v1 of an Ed25519 seed: a fixed key, so that runs are reproducible.
         let mut der = vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
         der.extend_from_slice(&[0x5a; 32]);
         Ed25519KeyPair::from_der(&der).expect("fixed Ed25519 seed").with_key_id(SIGNER_KID)
     };
-    /// The fixture key set with the signer's key.
-    static SERVED_JWKS: Vec<u8> = {
-        let mut jwks: serde_json::Value = serde_json::from_slice(JWKS).expect("fixture JWKS");
-        let x = SIGNER.with(|k| b64(&k.public_key().to_bytes()));
-        let key = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA", "kid": SIGNER_KID, "x": x});
-        jwks["keys"].as_array_mut().expect("fixture JWKS keys").push(key);
-        jwks.to_string().into_bytes()
-    };
+    /// The harness's key alone, as a key set.
+    static HARNESS_JWKS: Vec<u8> = jwks_with_signer(br#"{"keys":[]}"#);
+    /// The fixture key set with the harness's key.
+    static FIXTURE_JWKS: Vec<u8> = jwks_with_signer(JWKS);
+}
+
+fn jwks_with_signer(jwks: &[u8]) -> Vec<u8> {
+    let mut jwks: serde_json::Value = serde_json::from_slice(jwks).expect("fixture JWKS");
+    let x = SIGNER.with(|k| b64(&k.public_key().to_bytes()));
+    let key = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA", "kid": SIGNER_KID, "x": x});
+    jwks["keys"].as_array_mut().expect("JWKS keys").push(key);
+    jwks.to_string().into_bytes()
 }
 
 const SIGNER_KID: &str = "fuzz-ed";
@@ -202,17 +206,45 @@ fn b64(b: &[u8]) -> String {
     base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b)
 }
 
-/// The key set the simulated IdP serves: the fixture's and the harness's signing key.
-pub fn served_jwks() -> Vec<u8> {
-    SERVED_JWKS.with(Clone::clone)
+/// Which key set the simulated IdP serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    /// The harness's Ed25519 key only: ID and access tokens the harness signs verify. Every
+    /// worker parses the key set it adopts, and preparing the fixture's RSA keys is most of
+    /// an input's time under the fuzzer's instrumentation, so flows use this.
+    Harness,
+    /// The test IdP's keys (and the harness's): the fixture tokens verify too.
+    Fixture,
 }
 
-/// An ID token for a login with `nonce`: the fixture token when it fits, else one signed
-/// by the harness's key (in the served key set) for `issuer` and `client_id` at `now_s`.
-pub fn id_token(issuer: &str, client_id: &str, nonce: &str, now_s: u64) -> String {
-    if nonce == FIXTURE_NONCE && issuer == ISSUER && client_id == "client-tls-auth" && now_s < 1_795_786_700 {
-        return ID_TOKEN.trim().to_string();
+impl Keys {
+    fn jwks(self) -> Vec<u8> {
+        match self {
+            Keys::Harness => HARNESS_JWKS.with(Clone::clone),
+            Keys::Fixture => FIXTURE_JWKS.with(Clone::clone),
+        }
     }
+}
+
+/// A JWT signed by the harness's key (in every served key set), with `claims` and `iss`,
+/// `iat`, `exp` (an hour).
+pub fn sign(issuer: &str, now_s: u64, claims: serde_json::Value) -> String {
+    let claims = JWTClaims::<serde_json::Value> {
+        issued_at: Some(Duration::from_secs(now_s)),
+        expires_at: Some(Duration::from_secs(now_s.saturating_add(3600))),
+        invalid_before: None,
+        issuer: Some(issuer.to_string()),
+        subject: Some("john".into()),
+        audiences: None,
+        jwt_id: None,
+        nonce: None,
+        custom: claims,
+    };
+    SIGNER.with(|k| k.sign(claims)).expect("Ed25519 signing")
+}
+
+/// An ID token for a login with `nonce`, for `issuer` and `client_id` at `now_s`.
+pub fn id_token(issuer: &str, client_id: &str, nonce: &str, now_s: u64) -> String {
     let claims = JWTClaims::<NoCustomClaims> {
         issued_at: Some(Duration::from_secs(now_s)),
         expires_at: Some(Duration::from_secs(now_s.saturating_add(3600))),
@@ -401,7 +433,12 @@ impl<'w> Host<'w> {
     /// Workers that have loaded the documents (fetched on their first ticks), as in a
     /// running process.
     pub fn new(world: &'w World, kong: bool) -> Self {
-        let mut h = Host::cold(world, kong);
+        Host::with_keys(world, kong, Keys::Harness)
+    }
+
+    /// The same, the IdP serving `keys`.
+    pub fn with_keys(world: &'w World, kong: bool, keys: Keys) -> Self {
+        let mut h = Host::cold_with_keys(world, kong, keys);
         h.warm();
         h
     }
@@ -415,6 +452,10 @@ impl<'w> Host<'w> {
 
     /// Workers just configured: the first requests fetch the documents themselves.
     pub fn cold(world: &'w World, kong: bool) -> Self {
+        Host::cold_with_keys(world, kong, Keys::Harness)
+    }
+
+    pub fn cold_with_keys(world: &'w World, kong: bool, keys: Keys) -> Self {
         let mut sim = SimHost::new(&world.plan, 2, kong, NOW_MS);
         let policy = &world.plan.policy;
         let script = Rc::new(RefCell::new(Script {
@@ -432,7 +473,7 @@ impl<'w> Host<'w> {
             })
         };
         sim.idp.answers.insert(Purpose::Discovery, document(world.discovery.clone()));
-        sim.idp.answers.insert(Purpose::Jwks, document(served_jwks()));
+        sim.idp.answers.insert(Purpose::Jwks, document(keys.jwks()));
         for purpose in [Purpose::Token, Purpose::Introspection, Purpose::Userinfo, Purpose::Revocation] {
             let script = script.clone();
             sim.idp.answers.insert(
