@@ -1,14 +1,18 @@
 """oidc-envoy-config: a bootstrap rendered from one plugin configuration (ours, or Kong's
 openid-connect plugin as its Admin API shows it) runs in real Envoy against the real test
-IdP, and the password grant goes through over mutual TLS.
+IdP, and the password grant goes through over mutual TLS; a decK file with several
+openid-connect plugins on its services and routes renders one filter with a policy per
+plugin and Kong's routes, each naming its policy, against two IdPs.
 
 The command is built by `make integration` (cargo build --locked -p oidc-envoy-config);
 OIDC_ENVOY_CONFIG points at another build.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -219,3 +223,143 @@ def test_demo_plugin_configuration_is_the_one_in_demo_yaml_and_renders_valid(pki
     r = subprocess.run([harness.envoy_binary(), "--mode", "validate", "-c", str(path), "--log-level", "error"],
                        capture_output=True, text=True, timeout=120, cwd=harness.REPO_ROOT)
     assert r.returncode == 0 and "OK" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def kong_deck(a: harness.IdP, b: harness.IdP) -> dict:
+    """A decK file: service `api` with a plugin (bearer JWTs of IdP A with the scope
+    api:read), its route `login` with its own (the password grant at IdP A over mTLS),
+    service `reports` with a plugin for IdP B (bearer JWTs, no scope rule), and service
+    `static` without any. No global plugin: `api`'s, the first found, is the default policy."""
+    def oidc(**config) -> dict:
+        return {"name": "openid-connect", "config": config}
+
+    discovery = f"{a.issuer}/.well-known/openid-configuration"
+    identity = {"upstream_headers_claims": ["sub"], "upstream_headers_names": ["x-user"]}
+    return {
+        "_format_version": "3.0",
+        "services": [
+            {"name": "api", "url": "http://api.internal:8080",
+             "plugins": [oidc(issuer=discovery, client_id=["client-tls-auth"], client_auth=["tls_client_auth"],
+                              auth_methods=["bearer"], scopes_required=["api:read"],
+                              bearer_token_param_type=["header", "query", "body"], **identity)],
+             "routes": [
+                 {"name": "api", "paths": ["/api"]},
+                 {"name": "login", "paths": ["/api/login"], "strip_path": False,
+                  "plugins": [oidc(issuer=discovery, client_id=["client-tls-auth"], client_auth=["tls_client_auth"],
+                                   auth_methods=["password"], password_param_type=["header"], **identity)]},
+             ]},
+            {"name": "reports", "url": "http://reports.internal:8080/v2",
+             "plugins": [oidc(issuer=b.issuer, client_id=["client-secret-basic"],
+                              client_secret=[harness.CLIENT_SECRETS["client-secret-basic"]], auth_methods=["bearer"],
+                              **identity)],
+             "routes": [{"name": "reports", "paths": ["/reports"], "methods": ["GET"]}]},
+            {"name": "static", "url": "http://static.internal",
+             "routes": [{"name": "static", "paths": ["/static"]}]},
+        ],
+    }
+
+
+def raw_get(proxy: harness.Envoy, path: str, headers: dict | None = None) -> tuple[int, str]:
+    """GET with the path sent exactly as given (requests would normalize it first)."""
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=15)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        conn.close()
+
+
+def test_kong_deck_with_plugins_on_services_and_routes_renders_policies_and_routes_that_work(
+        pki, jwt_idp, idp_factory, upstream, tmp_path, rendered_envoy):
+    a = jwt_idp
+    b = idp_factory(env={"JWT_ACCESS_TOKENS": "1", "SIGNING_KEY": "idp2.key", "SIGNING_KID": "idp-b-1"})
+    deck = tmp_path / "kong.yaml"
+    deck.write_text(yaml.safe_dump(kong_deck(a, b), sort_keys=False))
+    port, admin_port = harness.free_port(), harness.free_port()
+    path, stderr = render(tmp_path, deck, *topology_args(pki, upstream, port, admin_port))
+
+    # the report: a policy per plugin, the routes and what they take; no "every request"
+    assert "(decK, service api) as the default policy" in stderr, stderr
+    assert "(decK, service api / route login) as policy `login`" in stderr, stderr
+    assert "(decK, service reports) as policy `reports`" in stderr, stderr
+    assert "route static of service static, /static: no openid-connect plugin applies" in stderr, stderr
+    assert "bearer_token_param_type: `body` dropped" in stderr, stderr
+    assert "every request" not in stderr, stderr
+
+    cfg = yaml.safe_load(path.read_text())
+    clusters = {c["name"]: c for c in cfg["static_resources"]["clusters"]}
+    assert set(clusters) == {"idp", "idp-mtls", "idp-reports", "upstream"}, set(clusters)
+    port_of = lambda c: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"]  # noqa: E731
+    assert (port_of(clusters["idp"]), port_of(clusters["idp-mtls"]), port_of(clusters["idp-reports"])) == (a.port, a.port, b.port)
+    hcm = harness._find_hcm(cfg)
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    table = [(r["name"], r.get("metadata", {}).get("filter_metadata", {}).get("envoy-oidc", {}).get("policy"),
+              "typed_per_filter_config" in r) for r in routes]
+    assert table == [("reports", "reports", False),   # paths and methods: first
+                     ("login", "login", False),       # the longest prefix next
+                     ("static", None, True),          # no plugin: the filter off
+                     ("api", None, False),            # the default policy: no metadata
+                     ("no-route-matched", None, True)], table
+    wasm = hcm["http_filters"][0]["typed_config"]["config"]
+    embedded = yaml.safe_load(wasm["configuration"]["value"])
+    assert embedded["issuer"] == a.issuer and embedded["scopes_required"] == ["api:read"]
+    # layered: only what differs from the default policy, null where the default sets a key
+    # the plugin leaves at the filter's default
+    assert embedded["policies"]["login"] == {"auth_methods": ["password"], "scopes_required": None,
+                                             "bearer_token_param_type": None}, embedded
+    reports = embedded["policies"]["reports"]
+    assert reports["issuer"] == b.issuer and reports["idp_cluster"] == "idp-reports", reports
+    assert reports["scopes_required"] is None and reports["client_auth"] is None, reports
+
+    proxy = rendered_envoy(path, port, admin_port)
+    for issuer in (a.issuer, b.issuer):
+        proxy.wait_for_log(re.escape(f"fetched Jwks from {issuer}"), timeout=15)
+    of_a = harness.idp_jwt(a)
+    of_a_without_scope = harness.idp_jwt(a, {"scope": "openid profile"})
+    of_b = harness.idp_jwt(b, {"scope": "openid profile"}, key="idp2.key", kid="idp-b-1")
+    bearer = lambda t: {"authorization": f"Bearer {t}"}  # noqa: E731
+
+    # /api: the service's plugin (the default policy): IdP A's JWTs with api:read
+    r = proxy.get("/api/orders", headers=bearer(of_a))
+    seen = harness.upstream_seen(r)
+    assert seen["path"] == "/orders", seen          # Kong's strip_path
+    assert seen["headers"]["x-user"] == "john"
+    r = proxy.get("/api/orders", headers=bearer(of_a_without_scope))
+    assert r.status_code == 403 and 'error="insufficient_scope"' in r.headers["www-authenticate"], r.text
+    assert proxy.get("/api/orders").status_code == 401
+    assert proxy.get("/api/orders", headers=bearer(of_b)).status_code == 401
+
+    # /api/login: the route's plugin: the password grant at IdP A over mTLS, no scope rule
+    mark = len(a.log())
+    r = proxy.get("/api/login/hello", auth=("john", "doe"))
+    seen = harness.upstream_seen(r)
+    assert seen["path"] == "/api/login/hello" and seen["headers"]["x-user"] == "john", seen  # strip_path: false
+    token_lines = [line for line in harness.idp_log_since(a, mark) if line.startswith("IDP POST /token ")]
+    assert token_lines and all(MTLS_SUBJECT in line for line in token_lines), token_lines
+    assert proxy.get("/api/login/hello", auth=("john", "wrong")).status_code == 401
+    assert proxy.get("/api/login/hello", headers=bearer(of_a)).status_code == 401   # no bearer method here
+
+    # /reports: IdP B's policy, through its own cluster; no scope rule
+    r = proxy.get("/reports/q1", headers=bearer(of_b))
+    seen = harness.upstream_seen(r)
+    assert seen["path"] == "/v2/q1" and seen["headers"]["x-user"] == "john", seen  # the service's path
+    assert proxy.get("/reports/q1", headers=bearer(of_a)).status_code == 401
+    # methods: [GET]: a POST matches no route
+    r = proxy.post("/reports/q1", headers=bearer(of_b))
+    assert r.status_code == 404, r.text
+
+    # /static: a service without the plugin: no authentication
+    r = proxy.get("/static/app.js")
+    seen = harness.upstream_seen(r)
+    assert seen["path"] == "/app.js" and "authorization" not in seen["headers"], seen
+
+    # no route: Kong's 404, without the filter
+    r = proxy.get("/elsewhere", headers=bearer(of_a))
+    assert r.status_code == 404 and r.json() == {"message": "no Route matched with those values"}, r.text
+    assert r.headers["content-type"].startswith("application/json"), r.headers
+    # the path is normalized before a route is chosen: no way around /api through /static
+    status, body = raw_get(proxy, "/static/../api/orders")
+    assert status == 401, (status, body)
+    status, body = raw_get(proxy, "/static/../api/orders", bearer(of_a))
+    assert status == 200 and json.loads(body)["path"] == "/orders", (status, body)

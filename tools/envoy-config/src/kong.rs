@@ -82,11 +82,12 @@ pub fn classify(doc: Value, force_kong: bool) -> Result<Input, String> {
     Ok(Input::Kong(found))
 }
 
-fn is_oidc(p: &Mapping) -> bool {
+pub(crate) fn is_oidc(p: &Mapping) -> bool {
     p.get("name").and_then(Value::as_str) == Some(PLUGIN_NAME)
 }
 
-fn label(p: &Mapping, origin: &str) -> String {
+/// `openid-connect plugin ID (origin)`, for messages.
+pub(crate) fn label(p: &Mapping, origin: &str) -> String {
     let id = ["instance_name", "id"].iter().find_map(|k| p.get(*k).and_then(Value::as_str)).map(|s| format!(" {s}")).unwrap_or_default();
     format!("{PLUGIN_NAME} plugin{id} ({origin})")
 }
@@ -416,13 +417,22 @@ const KONG_AUTH_METHODS: [&str; 9] = [
     "userinfo",
 ];
 
-/// Translates one Kong plugin (the object with `name` and `config`).
+/// Translates one Kong plugin (the object with `name` and `config`) that is rendered for
+/// every request: `context` says what Kong would have done otherwise.
 pub fn translate(plugin: &Mapping) -> Result<Translation, String> {
+    let mut t = translate_config(plugin)?;
+    let mut context_lines = Translation::default();
+    context(plugin, &mut context_lines);
+    t.context = context_lines.context;
+    Ok(t)
+}
+
+/// Translates the `config` of one Kong plugin (the object with `name` and `config`).
+pub fn translate_config(plugin: &Mapping) -> Result<Translation, String> {
     let Some(Value::Mapping(kong)) = plugin.get("config") else {
         return Err(format!("the {PLUGIN_NAME} plugin has no `config` object"));
     };
     let mut t = Translation::default();
-    context(plugin, &mut t);
 
     // `issuer` first, as in every example of this filter.
     match kong.get("issuer").and_then(Value::as_str).map(str::trim) {

@@ -16,7 +16,14 @@ PLUGIN is this filter's configuration (YAML or JSON, as in envoy/demo.yaml), or 
 openid-connect plugin as the Admin API shows it ({\"name\": \"openid-connect\", \"config\": {...}},
 or a {\"data\": [...]} list) or as decK shows it (plugins: - name: openid-connect, at any level):
 Kong's is detected and translated, and the Kong fields this filter does not support are listed
-on stderr. `idp_cluster` / `tls_client_auth_cluster` default to `idp` / `idp-mtls`.
+on stderr. `idp_cluster` / `tls_client_auth_cluster` default to `idp` / `idp-mtls` (for a policy
+with another IdP: `idp-POLICY` / `idp-POLICY-mtls`).
+
+A decK file with routes is translated whole: its global openid-connect plugin (else the first
+one a route takes) is the default policy, every other plugin a policy named after its route or service, and
+every Kong route an Envoy route whose metadata names its policy (its plugin, else its service's,
+else the global one; none: the filter is off on it); any other request gets Kong's 404. Every
+route goes to --upstream.
 
 options:
   --out FILE              write the bootstrap to FILE (default: stdout)
@@ -34,8 +41,9 @@ options:
   --sds                   reference the client certificate through file-based SDS: writes
                           OUT-client-cert-sds.yaml beside --out (which it needs)
   --from-kong             the input is Kong's (also a bare Kong `config` object)
-  --kong-plugin SELECTOR  which openid-connect plugin, when the input has several
-                          (its id, instance_name, or position from 1)
+  --kong-plugin SELECTOR  only this openid-connect plugin, for every request, when the input
+                          has several (its id, instance_name, or position from 1); a decK
+                          file's routes are then not rendered
   --check                 only validate PLUGIN as the filter will load it (ours as it is,
                           Kong's translated) and print a JSON summary; no rendering
   --verbose               also list the Kong fields dropped at their defaults

@@ -1,5 +1,6 @@
 //! The plugin configuration that goes into the bootstrap: renderer-only keys taken out,
-//! Envoy cluster names filled in, and validated by the filter's own code.
+//! Envoy cluster names filled in (for the default policy and for each of `policies`), and
+//! validated by the filter's own code.
 
 use envoy_oidc::core::client_auth::ClientAuth;
 use envoy_oidc::core::config::{keys, Plan};
@@ -18,14 +19,18 @@ pub const DEFAULT_TLS_CLUSTER: &str = "idp-mtls";
 pub const CLIENT_AUTH_KEYS: [&str; 4] =
     ["client_auth", "token_endpoint_auth_method", "introspection_endpoint_auth_method", "revocation_endpoint_auth_method"];
 
+/// The keys that decide where the TLS-authenticated calls go.
+const MTLS_ENDPOINT_KEYS: [&str; 3] = ["mtls_token_endpoint", "mtls_introspection_endpoint", "mtls_revocation_endpoint"];
+
 /// A configuration ready to embed.
 #[derive(Debug)]
 pub struct Prepared {
     /// The text embedded in the bootstrap (the input verbatim when nothing had to change).
     pub text: String,
     pub plan: Plan,
-    /// `tls_client_auth_ssl_verify` (default true).
-    pub mtls_ssl_verify: bool,
+    /// `tls_client_auth_ssl_verify` (default true) of each policy, by `PolicyId` (the
+    /// default policy first, then `policies` in order).
+    pub mtls_ssl_verify: Vec<bool>,
     /// What was changed, for stderr.
     pub notes: Vec<String>,
 }
@@ -55,41 +60,195 @@ pub fn uses_tls(config: &Mapping) -> bool {
     client_auths(config).iter().any(|m| m.is_tls())
 }
 
-/// Prepares `config` (parsed from `verbatim`, when it came from the user as is).
-pub fn prepare(mut config: Mapping, verbatim: Option<&str>) -> Result<Prepared, String> {
-    let mut notes = Vec::new();
-    let mut changed = false;
+/// A configuration split into its default policy (the top-level keys) and `policies`.
+struct Split {
+    top: Mapping,
+    /// `policies` entries (their own keys), when `policies` is a mapping of mappings;
+    /// otherwise it stays in `top` for the filter to refuse.
+    named: Vec<(Value, Mapping)>,
+    route_policies: Option<Value>,
+}
 
-    let mtls_ssl_verify = match config.get(SSL_VERIFY_KEY) {
-        None => true,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(format!("`{SSL_VERIFY_KEY}` must be true or false")),
+fn split(mut config: Mapping) -> Split {
+    let named = match config.get("policies") {
+        Some(Value::Mapping(m)) if m.values().all(|v| v.is_mapping() || v.is_null()) => {
+            let m = m.clone();
+            config.remove("policies");
+            m.into_iter().map(|(k, v)| (k, v.as_mapping().cloned().unwrap_or_default())).collect()
+        }
+        _ => Vec::new(),
     };
-    if config.contains_key(SSL_VERIFY_KEY) && !filter_knows(SSL_VERIFY_KEY) {
-        config.remove(SSL_VERIFY_KEY);
-        changed = true;
-        notes.push(format!(
-            "{SSL_VERIFY_KEY}: {mtls_ssl_verify} applied to the client-certificate cluster and left out of the embedded configuration (the filter does not take this key)"
-        ));
+    let route_policies = if named.is_empty() { None } else { config.remove("route_policies") };
+    Split { top: config, named, route_policies }
+}
+
+impl Split {
+    /// The configuration again (`reorder`: `issuer` and the cluster names first in each policy).
+    fn join(self, reorder: bool) -> Mapping {
+        let order = |m: Mapping| if reorder { issuer_and_clusters_first(m) } else { m };
+        let mut out = order(self.top);
+        if !self.named.is_empty() {
+            let policies: Mapping = self.named.into_iter().map(|(k, v)| (k, Value::Mapping(order(v)))).collect();
+            out.insert("policies".into(), Value::Mapping(policies));
+        }
+        if let Some(r) = self.route_policies {
+            out.insert("route_policies".into(), r);
+        }
+        out
     }
-    if !config.contains_key("idp_cluster") {
-        config.insert("idp_cluster".into(), DEFAULT_IDP_CLUSTER.into());
+}
+
+/// A named policy's effective keys: the top level with its own keys over them (`null`
+/// takes a key back to the filter's default), as the filter layers them.
+pub fn effective(top: &Mapping, own: &Mapping) -> Mapping {
+    let mut merged = top.clone();
+    merged.extend(own.clone());
+    merged.retain(|_, v| !v.is_null());
+    merged
+}
+
+fn set(map: &Mapping, key: &str) -> bool {
+    map.get(key).is_some_and(|v| !v.is_null())
+}
+
+fn ssl_verify(v: Option<&Value>, inherited: bool, at: &str) -> Result<bool, String> {
+    match v {
+        None => Ok(inherited),
+        Some(Value::Null) => Ok(true),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(format!("`{at}{SSL_VERIFY_KEY}` must be true or false")),
+    }
+}
+
+/// Takes `tls_client_auth_ssl_verify` out of every policy when the filter does not know
+/// it; returns each policy's value.
+fn take_ssl_verify(s: &mut Split, notes: &mut Vec<String>) -> Result<(Vec<bool>, bool), String> {
+    let top = ssl_verify(s.top.get(SSL_VERIFY_KEY), true, "")?;
+    let mut verify = vec![top];
+    for (name, own) in &s.named {
+        verify.push(ssl_verify(own.get(SSL_VERIFY_KEY), top, &format!("policies.{}.", name.as_str().unwrap_or("?")))?);
+    }
+    let mut changed = false;
+    if !filter_knows(SSL_VERIFY_KEY) {
+        let mut at = Vec::new();
+        if s.top.remove(SSL_VERIFY_KEY).is_some() {
+            at.push((String::new(), top));
+        }
+        for (i, (name, own)) in s.named.iter_mut().enumerate() {
+            if own.remove(SSL_VERIFY_KEY).is_some() {
+                at.push((format!("policies.{}.", name.as_str().unwrap_or("?")), verify[i + 1]));
+            }
+        }
+        for (prefix, v) in at {
+            changed = true;
+            notes.push(format!(
+                "{prefix}{SSL_VERIFY_KEY}: {v} applied to the client-certificate cluster and left out of the embedded configuration (the filter does not take this key)"
+            ));
+        }
+    }
+    Ok((verify, changed))
+}
+
+/// What decides a client-certificate cluster: the issuer, the configured `mtls_*_endpoint`
+/// and whether it verifies the IdP's certificate.
+fn mtls_key(config: &Mapping, verify: bool) -> String {
+    let mut key = format!("{:?}|{verify}", config.get("issuer"));
+    for k in MTLS_ENDPOINT_KEYS {
+        key.push_str(&format!("|{:?}", config.get(k)));
+    }
+    key
+}
+
+/// Fills in the cluster names: `idp` / `idp-mtls` for the default policy; a named policy
+/// inherits them unless its issuer (or its client-certificate endpoints) differ, and then
+/// gets `idp-NAME` / `idp-NAME-mtls`, shared with the policies after it that have the same.
+fn fill_clusters(s: &mut Split, verify: &[bool], notes: &mut Vec<String>) -> bool {
+    let mut changed = false;
+    if !set(&s.top, "idp_cluster") {
+        s.top.insert("idp_cluster".into(), DEFAULT_IDP_CLUSTER.into());
         changed = true;
         notes.push(format!("idp_cluster: not set; the rendered cluster is `{DEFAULT_IDP_CLUSTER}`"));
     }
-    if !config.contains_key("tls_client_auth_cluster") && uses_tls(&config) {
-        config.insert("tls_client_auth_cluster".into(), DEFAULT_TLS_CLUSTER.into());
+    if !set(&s.top, "tls_client_auth_cluster") && uses_tls(&s.top) {
+        s.top.insert("tls_client_auth_cluster".into(), DEFAULT_TLS_CLUSTER.into());
         changed = true;
         notes
             .push(format!("tls_client_auth_cluster: not set; the rendered cluster with the client certificate is `{DEFAULT_TLS_CLUSTER}`"));
     }
-
-    if changed {
-        config = issuer_and_clusters_first(config);
+    // issuer → idp_cluster, mtls key → tls_client_auth_cluster, as assigned so far
+    let mut idp: Vec<(Option<Value>, Value)> = vec![(s.top.get("issuer").cloned(), s.top.get("idp_cluster").cloned().unwrap_or_default())];
+    let mut mtls: Vec<(String, Value)> = Vec::new();
+    if let Some(c) = s.top.get("tls_client_auth_cluster") {
+        mtls.push((mtls_key(&s.top, verify[0]), c.clone()));
     }
+    for (i, (name, own)) in s.named.iter_mut().enumerate() {
+        let name = name.as_str().unwrap_or("policy").to_string();
+        let eff = effective(&s.top, own);
+        let issuer = eff.get("issuer").cloned();
+        if !set(own, "idp_cluster") {
+            let known = idp.iter().find(|(i, _)| *i == issuer).map(|(_, c)| c.clone());
+            let want = known.clone().unwrap_or_else(|| format!("{DEFAULT_IDP_CLUSTER}-{name}").into());
+            if eff.get("idp_cluster") != Some(&want) {
+                own.insert("idp_cluster".into(), want.clone());
+                changed = true;
+                if known.is_none() {
+                    notes.push(format!(
+                        "policies.{name}.idp_cluster: not set and its issuer is not the default policy's; the rendered cluster is `{}`",
+                        want.as_str().unwrap_or_default()
+                    ));
+                }
+            }
+            if known.is_none() {
+                idp.push((issuer.clone(), want));
+            }
+        } else if !idp.iter().any(|(i, _)| *i == issuer) {
+            idp.push((issuer.clone(), own.get("idp_cluster").cloned().unwrap_or_default()));
+        }
+        let eff = effective(&s.top, own);
+        let key = mtls_key(&eff, verify[i + 1]);
+        if set(own, "tls_client_auth_cluster") {
+            if !mtls.iter().any(|(k, _)| *k == key) {
+                mtls.push((key, own.get("tls_client_auth_cluster").cloned().unwrap_or_default()));
+            }
+        } else if !uses_tls(&eff) {
+            // no TLS method: an inherited client-certificate cluster for other calls than
+            // this policy's would connect to the wrong host; the policy needs none
+            let inherited = eff.get("tls_client_auth_cluster");
+            let theirs = mtls.iter().find(|(_, c)| Some(c) == inherited).map(|(k, _)| k);
+            if inherited.is_some() && theirs != Some(&key) {
+                own.insert("tls_client_auth_cluster".into(), Value::Null);
+                changed = true;
+            }
+        } else {
+            let known = mtls.iter().find(|(k, _)| *k == key).map(|(_, c)| c.clone());
+            let want = known.clone().unwrap_or_else(|| format!("{DEFAULT_IDP_CLUSTER}-{name}-mtls").into());
+            if eff.get("tls_client_auth_cluster") != Some(&want) {
+                own.insert("tls_client_auth_cluster".into(), want.clone());
+                changed = true;
+                if known.is_none() {
+                    notes.push(format!(
+                        "policies.{name}.tls_client_auth_cluster: not set and its client-certificate calls are not the default policy's; the rendered cluster is `{}`",
+                        want.as_str().unwrap_or_default()
+                    ));
+                }
+            }
+            if known.is_none() {
+                mtls.push((key, want));
+            }
+        }
+    }
+    changed
+}
+
+/// Prepares `config` (parsed from `verbatim`, when it came from the user as is).
+pub fn prepare(config: Mapping, verbatim: Option<&str>) -> Result<Prepared, String> {
+    let mut notes = Vec::new();
+    let mut s = split(config);
+    let (mtls_ssl_verify, mut changed) = take_ssl_verify(&mut s, &mut notes)?;
+    changed |= fill_clusters(&mut s, &mtls_ssl_verify, &mut notes);
     let text = match verbatim {
         Some(t) if !changed && embeddable(t) => t.to_string(),
-        _ => serde_yaml_ng::to_string(&Value::Mapping(config)).map_err(|e| e.to_string())?,
+        _ => serde_yaml_ng::to_string(&Value::Mapping(s.join(changed))).map_err(|e| e.to_string())?,
     };
     let plan = Plan::parse(text.as_bytes()).map_err(|e| e.to_string())?;
     Ok(Prepared { text, plan, mtls_ssl_verify, notes })
@@ -147,7 +306,7 @@ mod tests {
         let p = prepare(map(text), Some(text)).unwrap();
         assert_eq!(p.text, text);
         assert!(p.notes.is_empty());
-        assert!(p.mtls_ssl_verify);
+        assert_eq!(p.mtls_ssl_verify, [true]);
     }
 
     #[test]
@@ -167,7 +326,7 @@ mod tests {
     fn ssl_verify_is_read_and_stripped_when_the_filter_refuses_it() {
         let text = "issuer: https://idp\nidp_cluster: idp\ntls_client_auth_cluster: m\nclient_id: c\nclient_auth: tls_client_auth\ntls_client_auth_ssl_verify: false\n";
         let p = prepare(map(text), Some(text)).unwrap();
-        assert!(!p.mtls_ssl_verify);
+        assert_eq!(p.mtls_ssl_verify, [false]);
         if filter_knows(SSL_VERIFY_KEY) {
             assert!(p.text.contains(SSL_VERIFY_KEY));
         } else {

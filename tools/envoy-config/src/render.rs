@@ -11,8 +11,9 @@
 //! the issuer's host when no discovery document is given.
 
 use envoy_oidc::core::client_auth::ClientAuth;
-use envoy_oidc::core::config::Plan;
+use envoy_oidc::core::config::{Plan, Policy};
 use envoy_oidc::core::discovery::{Metadata, Which};
+use envoy_oidc::core::docs::DocsSettings;
 use envoy_oidc::core::idp::Endpoint;
 use envoy_oidc::core::method::AuthMethod;
 
@@ -89,21 +90,125 @@ fn target(ep: &Endpoint) -> Result<(Addr, bool), String> {
     Ok((Addr { host: host.to_string(), port }, tls))
 }
 
-/// The IdP clusters for `plan`; `notes` and `warnings` get what the operator should know.
+/// The IdP clusters for every policy of `plan` (merged by name); `meta` is the discovery
+/// document of one of its issuers (`--discovery`), `mtls_verify` each policy's
+/// `tls_client_auth_ssl_verify` by `PolicyId`; `notes` and `warnings` get what the operator
+/// should know.
 pub fn clusters(
     plan: &Plan,
     meta: Option<&Metadata>,
-    mtls_verify: bool,
+    mtls_verify: &[bool],
     has_client_cert: bool,
     notes: &mut Vec<String>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<Cluster>, String> {
-    let (issuer, issuer_tls) = target(&plan.issuer.discovery)?;
-    let client = &plan.policy.client;
-    if !issuer_tls {
-        warnings.push(format!("the issuer `{}` is plain http: the IdP clusters have no TLS", plan.issuer.issuer));
+    let mut out: Vec<(Cluster, String)> = Vec::new();
+    let mut assumed = false;
+    for (id, policy) in plan.policies() {
+        let docs = plan.issuers.get(policy.issuer_id).unwrap_or(&plan.issuer);
+        let meta = meta.filter(|m| m.issuer.trim_end_matches('/') == docs.issuer.trim_end_matches('/'));
+        let verify = mtls_verify.get(id.0).copied().unwrap_or(true);
+        let whose = match (plan.chooses(), policy.name.as_str()) {
+            (false, _) => String::new(),
+            (true, "") => "the default policy".to_string(),
+            (true, name) => format!("policy `{name}`"),
+        };
+        let mut ctx = Ctx { whose: &whose, assumed: &mut assumed, warnings };
+        for c in policy_clusters(docs, policy, meta, verify, &mut ctx)? {
+            merge(&mut out, c, &whose, warnings)?;
+        }
     }
-    let has = |m: AuthMethod| plan.policy.has(m);
+    if assumed {
+        notes.push(
+            "the client-certificate cluster connects to the issuer's host; if the IdP publishes mtls_endpoint_aliases on another host, pass its discovery document (--discovery) to follow them"
+                .into(),
+        );
+    }
+    let out: Vec<Cluster> = out.into_iter().map(|(c, _)| c).collect();
+    match out.iter().find(|c| c.client_cert) {
+        None if has_client_cert => {
+            warnings.push("--client-cert is not used: no call is authenticated with tls_client_auth or self_signed_tls_client_auth".into())
+        }
+        Some(c) if !has_client_cert => {
+            return Err(format!(
+                "`tls_client_auth_cluster` ({}) presents the client certificate: give --client-cert and --client-key",
+                c.name
+            ))
+        }
+        _ => {}
+    }
+    Ok(out)
+}
+
+/// Adds `c` to `out`, or merges it into the cluster of the same name (which must connect
+/// to the same place).
+fn merge(out: &mut Vec<(Cluster, String)>, c: Cluster, whose: &str, warnings: &mut Vec<String>) -> Result<(), String> {
+    let Some((have, first)) = out.iter_mut().find(|(h, _)| h.name == c.name) else {
+        out.push((c, whose.to_string()));
+        return Ok(());
+    };
+    if (&have.target, have.tls) != (&c.target, c.tls) {
+        return Err(format!(
+            "cluster `{}` would connect to {}:{} for {first} and to {}:{} for {whose}: give them clusters of their own (idp_cluster, tls_client_auth_cluster)",
+            c.name, have.target.host, have.target.port, c.target.host, c.target.port
+        ));
+    }
+    if have.client_cert && c.client_cert && have.verify != c.verify {
+        warnings.push(format!(
+            "cluster `{}`: {first} and {whose} differ in tls_client_auth_ssl_verify; the cluster does not verify the IdP's certificate",
+            c.name
+        ));
+    }
+    have.client_cert |= c.client_cert;
+    have.verify &= c.verify;
+    for what in c.carries {
+        if !have.carries.contains(&what) {
+            have.carries.push(what);
+        }
+    }
+    Ok(())
+}
+
+/// What the clusters of one policy report into.
+struct Ctx<'a> {
+    /// `policy `x``, or empty when the plan has one policy.
+    whose: &'a str,
+    /// A client-certificate cluster was assumed on the issuer's host.
+    assumed: &'a mut bool,
+    warnings: &'a mut Vec<String>,
+}
+
+impl Ctx<'_> {
+    fn of(&self, what: String) -> String {
+        if self.whose.is_empty() {
+            what
+        } else {
+            format!("{what} for {}", self.whose)
+        }
+    }
+
+    fn warn(&mut self, w: String) {
+        if !self.warnings.contains(&w) {
+            self.warnings.push(w);
+        }
+    }
+}
+
+/// The IdP clusters one policy names: its `idp_cluster` and, if it has one, its
+/// `tls_client_auth_cluster`.
+fn policy_clusters(
+    docs: &DocsSettings,
+    policy: &Policy,
+    meta: Option<&Metadata>,
+    mtls_verify: bool,
+    ctx: &mut Ctx,
+) -> Result<Vec<Cluster>, String> {
+    let (issuer, issuer_tls) = target(&docs.discovery)?;
+    let client = &policy.client;
+    if !issuer_tls {
+        ctx.warn(format!("the issuer `{}` is plain http: the IdP clusters have no TLS", docs.issuer));
+    }
+    let has = |m: AuthMethod| policy.has(m);
     let calls: [(Which, ClientAuth, Option<&Endpoint>, bool); 3] = [
         (
             Which::Token,
@@ -112,12 +217,11 @@ pub fn clusters(
             has(AuthMethod::Password) || has(AuthMethod::RefreshToken) || has(AuthMethod::AuthorizationCode) || has(AuthMethod::Session),
         ),
         (Which::Introspection, client.introspection_auth, client.mtls.introspection.as_ref(), has(AuthMethod::Introspection)),
-        (Which::Revocation, client.revocation_auth, client.mtls.revocation.as_ref(), plan.policy.logout.revoke),
+        (Which::Revocation, client.revocation_auth, client.mtls.revocation.as_ref(), policy.logout.revoke),
     ];
 
     let mut idp_carries = vec!["discovery".to_string(), "JWKS".to_string()];
     let mut mtls: Vec<(Addr, bool, String)> = Vec::new();
-    let mut assumed = false;
     for (which, auth, configured, used) in calls {
         if !used {
             continue;
@@ -132,7 +236,7 @@ pub fn clusters(
             let (addr, tls) = match ep {
                 Some(ep) => target(ep)?,
                 None => {
-                    assumed |= meta.is_none();
+                    *ctx.assumed |= meta.is_none();
                     (issuer.clone(), issuer_tls)
                 }
             };
@@ -140,32 +244,26 @@ pub fn clusters(
                 Some(ep) => format!("{call} ({}, {how}{})", auth.name(), ep.url),
                 None => format!("{call} ({})", auth.name()),
             };
-            mtls.push((addr, tls, what));
+            mtls.push((addr, tls, ctx.of(what)));
         } else {
-            idp_carries.push(format!("{call} ({})", auth.name()));
+            idp_carries.push(ctx.of(format!("{call} ({})", auth.name())));
             if let Some(ep) = meta.and_then(|m| client.route(m, which, auth)).map(|(_, ep)| ep) {
-                off_issuer(ep, &issuer, "idp_cluster", warnings)?;
+                off_issuer(ep, &issuer, "idp_cluster", ctx.warnings)?;
             }
         }
     }
     if let Some(m) = meta {
         if let Some(jwks) = &m.jwks_uri {
-            off_issuer(jwks, &issuer, "idp_cluster", warnings)?;
+            off_issuer(jwks, &issuer, "idp_cluster", ctx.warnings)?;
         }
         if has(AuthMethod::Userinfo) {
             if let Some(ui) = &m.userinfo_endpoint {
-                off_issuer(ui, &issuer, "idp_cluster", warnings)?;
-                idp_carries.push("userinfo".into());
+                off_issuer(ui, &issuer, "idp_cluster", ctx.warnings)?;
+                idp_carries.push(ctx.of("userinfo".into()));
             }
         }
     } else if has(AuthMethod::Userinfo) {
-        idp_carries.push("userinfo".into());
-    }
-    if assumed {
-        notes.push(
-            "the client-certificate cluster connects to the issuer's host; if the IdP publishes mtls_endpoint_aliases on another host, pass its discovery document (--discovery) to follow them"
-                .into(),
-        );
+        idp_carries.push(ctx.of("userinfo".into()));
     }
 
     let mut distinct: Vec<(Addr, bool)> = Vec::new();
@@ -184,48 +282,35 @@ pub fn clusters(
     }
 
     let mut out = vec![Cluster {
-        name: plan.issuer.cluster.clone(),
+        name: docs.cluster.clone(),
         target: issuer.clone(),
         tls: issuer_tls,
         client_cert: false,
         verify: true,
         carries: idp_carries,
     }];
-    match &client.tls_client_auth_cluster {
-        None => {
-            if has_client_cert {
-                warnings
-                    .push("--client-cert is not used: no call is authenticated with tls_client_auth or self_signed_tls_client_auth".into());
-            }
+    if let Some(name) = &client.tls_client_auth_cluster {
+        let (addr, tls) = distinct.into_iter().next().unwrap_or((issuer.clone(), issuer_tls));
+        if !tls {
+            return Err("tls_client_auth needs https endpoints".into());
         }
-        Some(name) => {
-            if !has_client_cert {
+        let carries: Vec<String> = if mtls.is_empty() {
+            vec![ctx.of("no call in the configured methods; kept because the configuration names it".into())]
+        } else {
+            mtls.into_iter().map(|(_, _, w)| w).collect()
+        };
+        if *name == docs.cluster {
+            if addr != issuer {
                 return Err(format!(
-                    "`tls_client_auth_cluster` ({name}) presents the client certificate: give --client-cert and --client-key"
+                    "`idp_cluster` and `tls_client_auth_cluster` are both `{name}`, but the TLS-authenticated calls go to {}:{}, not the issuer's {}:{}: name two clusters",
+                    addr.host, addr.port, issuer.host, issuer.port
                 ));
             }
-            let (addr, tls) = distinct.into_iter().next().unwrap_or((issuer.clone(), issuer_tls));
-            if !tls {
-                return Err("tls_client_auth needs https endpoints".into());
-            }
-            let carries: Vec<String> = if mtls.is_empty() {
-                vec!["no call in the configured methods; kept because the configuration names it".into()]
-            } else {
-                mtls.into_iter().map(|(_, _, w)| w).collect()
-            };
-            if *name == plan.issuer.cluster {
-                if addr != issuer {
-                    return Err(format!(
-                        "`idp_cluster` and `tls_client_auth_cluster` are both `{name}`, but the TLS-authenticated calls go to {}:{}, not the issuer's {}:{}: name two clusters",
-                        addr.host, addr.port, issuer.host, issuer.port
-                    ));
-                }
-                out[0].client_cert = true;
-                out[0].verify = mtls_verify;
-                out[0].carries.extend(carries);
-            } else {
-                out.push(Cluster { name: name.clone(), target: addr, tls, client_cert: true, verify: mtls_verify, carries });
-            }
+            out[0].client_cert = true;
+            out[0].verify = mtls_verify;
+            out[0].carries.extend(carries);
+        } else {
+            out.push(Cluster { name: name.clone(), target: addr, tls, client_cert: true, verify: mtls_verify, carries });
         }
     }
     Ok(out)
@@ -303,8 +388,107 @@ fn discovery_type(out: &mut Out, indent: usize, addr: &Addr, dns: &str) {
     }
 }
 
-/// The complete bootstrap.
-pub fn bootstrap(plan: &Plan, plugin_text: &str, clusters: &[Cluster], opts: &Options, notes: &[String]) -> String {
+/// Which policy a rendered route takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoutePolicy {
+    /// No metadata: the default policy (or `route_policies` by the route's name).
+    Default,
+    /// `metadata: {filter_metadata: {envoy-oidc: {policy: NAME}}}`.
+    Named(String),
+    /// The filter is off on this route (`FilterConfig {disabled: true}`).
+    Off,
+}
+
+/// How a rendered route matches the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Prefix(String),
+    /// An RE2 regex for the whole path.
+    Regex(String),
+}
+
+/// What a rendered route does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// To `cluster`, the path rewritten by `(RE2 pattern, substitution)` if given.
+    Forward { cluster: String, rewrite: Option<(String, String)> },
+    /// `404` with this JSON body, the filter off (Kong's answer when no route matches).
+    NotFound(String),
+}
+
+/// A route of the rendered route table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub name: Option<String>,
+    /// The comment above it.
+    pub comment: String,
+    pub path: PathMatch,
+    /// Header matchers: (name, RE2 regex for the whole value).
+    pub headers: Vec<(String, String)>,
+    pub action: Action,
+    pub policy: RoutePolicy,
+}
+
+const FILTER_OFF: &str = "envoy.filters.http.wasm: {\"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig, disabled: true}";
+
+fn routes(o: &mut Out, indent: usize, routes: &[Route]) {
+    if routes.is_empty() {
+        o.line(indent, "- match: {prefix: \"/\"}");
+        o.line(indent + 2, "route: {cluster: upstream}");
+        return;
+    }
+    for r in routes {
+        o.comment(indent, &r.comment);
+        let first = match &r.name {
+            Some(n) => {
+                o.line(indent, &format!("- name: {}", q(n)));
+                "  match:"
+            }
+            None => "- match:",
+        };
+        o.line(indent, first);
+        match &r.path {
+            PathMatch::Prefix(p) => o.line(indent + 4, &format!("prefix: {}", q(p))),
+            PathMatch::Regex(re) => o.line(indent + 4, &format!("safe_regex: {{regex: {}}}", q(re))),
+        }
+        if !r.headers.is_empty() {
+            o.line(indent + 4, "headers:");
+            for (name, re) in &r.headers {
+                o.line(indent + 4, &format!("- name: {}", q(name)));
+                o.line(indent + 6, &format!("string_match: {{safe_regex: {{regex: {}}}}}", q(re)));
+            }
+        }
+        match &r.action {
+            Action::Forward { cluster, rewrite: None } => o.line(indent + 2, &format!("route: {{cluster: {}}}", q(cluster))),
+            Action::Forward { cluster, rewrite: Some((pattern, substitution)) } => {
+                o.line(indent + 2, "route:");
+                o.line(indent + 4, &format!("cluster: {}", q(cluster)));
+                o.line(indent + 4, &format!("regex_rewrite: {{pattern: {{regex: {}}}, substitution: {}}}", q(pattern), q(substitution)));
+            }
+            Action::NotFound(body) => {
+                o.line(indent + 2, &format!("direct_response: {{status: 404, body: {{inline_string: {}}}}}", q(body)));
+                o.line(indent + 2, "response_headers_to_add:");
+                o.line(indent + 2, "- header: {key: content-type, value: \"application/json; charset=utf-8\"}");
+                o.line(indent + 4, "append_action: OVERWRITE_IF_EXISTS_OR_ADD");
+            }
+        }
+        match &r.policy {
+            RoutePolicy::Default => {}
+            RoutePolicy::Named(p) => o.line(
+                indent + 2,
+                &format!("metadata: {{filter_metadata: {{{}: {{policy: {}}}}}}}", envoy_oidc::core::route::NAMESPACE, q(p)),
+            ),
+            RoutePolicy::Off => {
+                o.line(indent + 2, "typed_per_filter_config:");
+                o.line(indent + 4, FILTER_OFF);
+            }
+        }
+    }
+}
+
+/// The complete bootstrap; `table` is the route table (empty: one route to `upstream` for
+/// every request).
+pub fn bootstrap(plan: &Plan, plugin_text: &str, clusters: &[Cluster], table: &[Route], opts: &Options, notes: &[String]) -> String {
     let mut o = Out(String::new());
     let ca = opts.idp_ca.as_deref().unwrap_or(SYSTEM_CA);
 
@@ -321,7 +505,15 @@ pub fn bootstrap(plan: &Plan, plugin_text: &str, clusters: &[Cluster], opts: &Op
     if let Some(port) = opts.admin {
         o.line(0, &format!("#   admin    127.0.0.1:{port}"));
     }
-    o.line(0, &format!("#   IdP      {} (issuer)", plan.issuer.issuer));
+    let mut issuers: Vec<&str> = Vec::new();
+    for docs in &plan.issuers {
+        if !issuers.contains(&docs.issuer.as_str()) {
+            issuers.push(&docs.issuer);
+        }
+    }
+    for (i, issuer) in issuers.iter().enumerate() {
+        o.line(0, &format!("#   {}{issuer} (issuer)", if i == 0 { "IdP      " } else { "         " }));
+    }
     for c in clusters {
         o.line(
             0,
@@ -331,6 +523,20 @@ pub fn bootstrap(plan: &Plan, plugin_text: &str, clusters: &[Cluster], opts: &Op
                 c.target.host,
                 c.target.port,
                 if c.client_cert { ", presents the client certificate" } else { "" }
+            ),
+        );
+    }
+    if plan.chooses() {
+        let names: Vec<&str> = plan.named.iter().map(|p| p.name.as_str()).collect();
+        o.line(0, &format!("#   policies the default (the top-level keys), {}", names.join(", ")));
+    }
+    if !table.is_empty() {
+        let off = table.iter().filter(|r| r.policy == RoutePolicy::Off && matches!(r.action, Action::Forward { .. })).count();
+        o.line(
+            0,
+            &format!(
+                "#   routes   {} to the upstream ({off} without the filter), then 404 for any other request",
+                table.iter().filter(|r| matches!(r.action, Action::Forward { .. })).count()
             ),
         );
     }
@@ -366,14 +572,22 @@ pub fn bootstrap(plan: &Plan, plugin_text: &str, clusters: &[Cluster], opts: &Op
     o.line(10, "\"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager");
     o.line(10, "stat_prefix: ingress_http");
     o.line(10, "codec_type: AUTO");
+    if !table.is_empty() {
+        o.comment(
+            10,
+            "The routes choose the policy, and some turn the filter off: match on the normalized path (dot segments removed, slashes merged, escaped slashes unescaped with a redirect), as Kong does, so that /open/../private is /private.",
+        );
+        o.line(10, "normalize_path: true");
+        o.line(10, "merge_slashes: true");
+        o.line(10, "path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT");
+    }
     o.line(10, "route_config:");
     o.line(12, "name: local_route");
     o.line(12, "virtual_hosts:");
     o.line(12, "- name: upstream");
     o.line(14, "domains: [\"*\"]");
     o.line(14, "routes:");
-    o.line(14, "- match: {prefix: \"/\"}");
-    o.line(16, "route: {cluster: upstream}");
+    routes(&mut o, 14, table);
     o.line(10, "http_filters:");
     o.comment(10, "The OpenID Connect filter. Its configuration (below) was validated by the filter's own configuration code (envoy_oidc::core::config) when this file was rendered.");
     o.line(10, "- name: envoy.filters.http.wasm");
@@ -546,7 +760,7 @@ mod tests {
     fn issuer_host_for_both_without_discovery() {
         let p = plan(MTLS);
         let (mut n, mut w) = (Vec::new(), Vec::new());
-        let cs = clusters(&p, None, true, true, &mut n, &mut w).unwrap();
+        let cs = clusters(&p, None, &[true], true, &mut n, &mut w).unwrap();
         assert_eq!(cs.len(), 2);
         assert_eq!(
             (cs[0].name.as_str(), cs[0].target.host.as_str(), cs[0].target.port, cs[0].client_cert),
@@ -565,7 +779,7 @@ mod tests {
             r#","mtls_endpoint_aliases":{"token_endpoint":"https://mtls.idp.example.com:8443/token","introspection_endpoint":"https://mtls.idp.example.com:8443/introspect"}"#,
         );
         let (mut n, mut w) = (Vec::new(), Vec::new());
-        let cs = clusters(&p, Some(&m), true, true, &mut n, &mut w).unwrap();
+        let cs = clusters(&p, Some(&m), &[true], true, &mut n, &mut w).unwrap();
         assert!(w.is_empty() && n.is_empty(), "{w:?} {n:?}");
         assert_eq!(cs[0].target, Addr { host: "idp.example.com".into(), port: 443 });
         assert_eq!(cs[1].target, Addr { host: "mtls.idp.example.com".into(), port: 8443 });
@@ -573,7 +787,7 @@ mod tests {
         // an alias for the token endpoint only: introspection goes to the plain endpoint, on
         // another host, through the same cluster: impossible with one cluster
         let m = meta(&p, r#","mtls_endpoint_aliases":{"token_endpoint":"https://mtls.idp.example.com/token"}"#);
-        let e = clusters(&p, Some(&m), true, true, &mut n, &mut w).unwrap_err();
+        let e = clusters(&p, Some(&m), &[true], true, &mut n, &mut w).unwrap_err();
         assert!(e.contains("2 different hosts") && e.contains("tls_client_auth_cluster"), "{e}");
     }
 
@@ -581,21 +795,21 @@ mod tests {
     fn configured_mtls_endpoints_win() {
         let p =
             plan(&format!("{MTLS}mtls_token_endpoint: https://m.example.com/t\nmtls_introspection_endpoint: https://m.example.com/i\n"));
-        let cs = clusters(&p, None, true, true, &mut Vec::new(), &mut Vec::new()).unwrap();
+        let cs = clusters(&p, None, &[true], true, &mut Vec::new(), &mut Vec::new()).unwrap();
         assert_eq!(cs[1].target.host, "m.example.com");
     }
 
     #[test]
     fn certificate_is_required_and_same_cluster_name_is_one_cluster() {
         let p = plan(MTLS);
-        assert!(clusters(&p, None, true, false, &mut Vec::new(), &mut Vec::new()).unwrap_err().contains("--client-cert"));
+        assert!(clusters(&p, None, &[true], false, &mut Vec::new(), &mut Vec::new()).unwrap_err().contains("--client-cert"));
         let p = plan("client_auth: tls_client_auth\ntls_client_auth_cluster: idp\nauth_methods: [password]\n");
-        let cs = clusters(&p, None, true, true, &mut Vec::new(), &mut Vec::new()).unwrap();
+        let cs = clusters(&p, None, &[true], true, &mut Vec::new(), &mut Vec::new()).unwrap();
         assert_eq!(cs.len(), 1);
         assert!(cs[0].client_cert);
         let p = plan("client_secret: s\nauth_methods: [password]\n");
         let mut w = Vec::new();
-        let cs = clusters(&p, None, true, true, &mut Vec::new(), &mut w).unwrap();
+        let cs = clusters(&p, None, &[true], true, &mut Vec::new(), &mut w).unwrap();
         assert_eq!(cs.len(), 1);
         assert!(w[0].contains("not used"), "{w:?}");
     }
@@ -604,8 +818,8 @@ mod tests {
     fn bootstrap_is_valid_yaml_with_the_expected_parts() {
         let text = format!("issuer: https://idp.example.com\nidp_cluster: idp\nclient_id: c\n{MTLS}");
         let p = Plan::parse(text.as_bytes()).unwrap();
-        let cs = clusters(&p, None, true, true, &mut Vec::new(), &mut Vec::new()).unwrap();
-        let y = bootstrap(&p, &text, &cs, &opts(), &["a note".into()]);
+        let cs = clusters(&p, None, &[true], true, &mut Vec::new(), &mut Vec::new()).unwrap();
+        let y = bootstrap(&p, &text, &cs, &[], &opts(), &["a note".into()]);
         let v: Value = serde_yaml_ng::from_str(&y).unwrap();
         let hcm = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
         let wasm = &hcm["http_filters"][0]["typed_config"]["config"];
@@ -634,11 +848,11 @@ mod tests {
     fn ssl_verify_false_means_no_validation_context_and_sds_references_the_file() {
         let text = format!("issuer: https://10.0.0.5:9443\nidp_cluster: idp\nclient_id: c\n{MTLS}");
         let p = Plan::parse(text.as_bytes()).unwrap();
-        let cs = clusters(&p, None, false, true, &mut Vec::new(), &mut Vec::new()).unwrap();
+        let cs = clusters(&p, None, &[false], true, &mut Vec::new(), &mut Vec::new()).unwrap();
         let mut o = opts();
         o.sds_path = Some("/etc/envoy/client-cert-sds.yaml".into());
         o.admin = None;
-        let y = bootstrap(&p, &text, &cs, &o, &[]);
+        let y = bootstrap(&p, &text, &cs, &[], &o, &[]);
         let v: Value = serde_yaml_ng::from_str(&y).unwrap();
         assert!(v.get("admin").is_none());
         let clusters = v["static_resources"]["clusters"].as_sequence().unwrap();
