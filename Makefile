@@ -12,7 +12,7 @@ ENVOY_VER    := 1.40.0
 RUN          := .run
 SOURCES      := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 
-.PHONY: all build test fmt-check unit clippy integration run deps target venv idp-deps browser-deps pki clean bench size envoy-config k8s-check load test-matrix fuzz fuzz-smoke fuzz-deps
+.PHONY: all build build-native build-native-panic-test test fmt-check unit clippy integration run deps target venv idp-deps browser-deps pki clean bench size envoy-config k8s-check load test-matrix fuzz fuzz-smoke fuzz-deps
 
 all: build
 
@@ -28,6 +28,32 @@ $(WASM): $(SOURCES) | target $(WASM_OPT)
 	$(WASM_OPT) -Oz $(WASM_FEATURES) target/$(TARGET)/release/envoy_oidc.wasm -o $(WASM)
 	@ls -l $(WASM) | awk '{print "dist/oidc.wasm:", $$5, "bytes"}'
 	@test $$(stat -c %s $(WASM)) -lt 1048576 || { echo "dist/oidc.wasm is over 1 MiB"; exit 1; }
+
+## build-native: the same core as an Envoy dynamic module in dist/liboidc.so, checked against the
+##               installed Envoy's exported callbacks and ABI version (native/check_abi.py)
+NATIVE       := dist/liboidc.so
+NATIVE_SOURCES := $(SOURCES) $(shell find native/src -name '*.rs') native/Cargo.toml
+
+build-native: $(NATIVE)
+
+$(NATIVE): $(NATIVE_SOURCES) native/check_abi.py | $(ENVOY)
+	cargo build --profile native --locked -p oidc-native
+	mkdir -p dist
+	cp target/native/liboidc.so $(NATIVE).tmp
+	python3 native/check_abi.py $(NATIVE).tmp $(ENVOY)
+	mv $(NATIVE).tmp $(NATIVE)
+	@ls -l $(NATIVE) | awk '{print "dist/liboidc.so:", $$5, "bytes"}'
+
+## build-native-panic-test: the same with the test-only `panic-test` feature (a request with
+##                          `x-oidc-test-panic` panics), in dist/panic-test/liboidc.so
+NATIVE_PANIC := dist/panic-test/liboidc.so
+
+build-native-panic-test: $(NATIVE_PANIC)
+
+$(NATIVE_PANIC): $(NATIVE_SOURCES)
+	cargo build --profile native --locked -p oidc-native --features panic-test
+	mkdir -p $(dir $(NATIVE_PANIC))
+	cp target/native/liboidc.so $(NATIVE_PANIC)
 
 $(WASM_OPT): tools/package-lock.json
 	npm ci --prefix tools --no-audit --no-fund --loglevel=error
@@ -60,12 +86,12 @@ fmt-check:
 
 unit:
 	cargo test --locked
-	cargo test --locked -p oidc-envoy-config
+	cargo test --locked -p oidc-envoy-config -p oidc-native
 
 clippy: | target
 	cargo clippy --locked --target $(TARGET) -- -D warnings
 
-integration: build deps browser-deps envoy-config
+integration: build build-native build-native-panic-test deps browser-deps envoy-config
 	$(VENV)/bin/pytest -q tests/integration
 
 pki:

@@ -140,6 +140,16 @@ impl Worker {
         RootActions { tick_period_ms: None, calls }
     }
 
+    /// Adopts what other workers stored, and fetches nothing: the timer of a worker that
+    /// cannot make calls of its own (a native host's worker threads, whose process fetches
+    /// on another thread). Harmless at any rate.
+    pub fn handle_adopt(&mut self, store: &mut dyn Store, now: u64) {
+        let now = self.now(now);
+        for d in &mut self.docs {
+            d.adopt_stored(store, now);
+        }
+    }
+
     /// The answer to a root call (an unknown tag is ignored).
     pub fn handle_root_answer(&mut self, store: &mut dyn Store, tag: Tag, resp: &IdpResponse, now: u64) {
         let now = self.now(now);
@@ -200,6 +210,9 @@ impl Worker {
     fn choose(&mut self, view: &dyn RequestView) -> Result<PolicyId, String> {
         if !self.plan.chooses() {
             return Ok(PolicyId(0));
+        }
+        if let Some(name) = view.route_policy() {
+            return self.plan.find(&name).ok_or_else(|| format!("the route's metadata names policy `{name}`"));
         }
         if let Some(md) = view.route_metadata() {
             let named = match self.routes.get(md.as_slice()) {

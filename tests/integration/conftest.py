@@ -3,6 +3,12 @@
 Session-scoped: `pki`, `idp`, `jwt_idp` (JWT access tokens), `upstream`.
 Function-scoped: `envoy` (factory), `idp_factory` (extra IdPs with custom env).
 
+Every test that starts an Envoy with the filter runs once per build of the
+filter (`build`: "wasm", the proxy-wasm module, and "native", the same core as
+an Envoy dynamic module): its id ends in [wasm] or [native]. OIDC_BUILDS=wasm
+(or native) runs one of them. A test that a build cannot pass calls
+`needs(build, ...)`, which skips it with the reason by name.
+
     def test_something(envoy, idp, upstream):
         proxy = envoy({"issuer": idp.issuer, "idp_cluster": "idp", ...})
         r = proxy.get("/")
@@ -11,6 +17,7 @@ Function-scoped: `envoy` (factory), `idp_factory` (extra IdPs with custom env).
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -30,6 +37,20 @@ def pytest_runtest_makereport(item, call):
 def _failed(request) -> bool:
     return any(getattr(request.node, f"rep_{w}", None) is not None and getattr(request.node, f"rep_{w}").failed
                for w in ("setup", "call"))
+
+
+def _builds() -> list[str]:
+    wanted = [b.strip() for b in os.environ.get("OIDC_BUILDS", ",".join(harness.BUILDS)).split(",") if b.strip()]
+    unknown = [b for b in wanted if b not in harness.BUILDS]
+    if unknown:
+        raise pytest.UsageError(f"OIDC_BUILDS: {unknown} are not builds ({harness.BUILDS})")
+    return wanted
+
+
+@pytest.fixture(params=_builds())
+def build(request) -> str:
+    """The build of the filter this run of the test uses: "wasm" or "native"."""
+    return request.param
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +112,7 @@ def upstream(tmp_path_factory) -> Iterable[Upstream]:
 
 
 @pytest.fixture
-def envoy(pki, idp, upstream, tmp_path, request):
+def envoy(pki, idp, upstream, tmp_path, request, build):
     """Factory starting Envoy with envoy/demo.yaml adapted to the test topology.
 
     envoy(plugin_config=None, *, concurrency=1, mtls_cert="client", extra_clusters=(),
@@ -112,6 +133,7 @@ def envoy(pki, idp, upstream, tmp_path, request):
     port: the listener port (default: a free one), for configurations that must
     name it before Envoy starts (e.g. redirect_uri = harness.loopback_uri-style
     http://127.0.0.1:PORT/callback: port = harness.free_port() first).
+    native_path: the native build's liboidc.so (default harness.NATIVE_PATH).
     Several Envoys may run at once (each has its own ports and log).
     """
     started: list[Envoy] = []
@@ -123,21 +145,24 @@ def envoy(pki, idp, upstream, tmp_path, request):
               idp: IdP | None = None, base_id: int | None = None, log_level: str = "info",
               component_log_level: str | None = None, wasm_path: Path | str = harness.WASM_PATH,
               mutate: Any = None, timeout: float = 30.0, downstream_mtls: bool | str = False,
-              port: int | None = None) -> Envoy:
+              port: int | None = None, native_path: Path | str | None = None) -> Envoy:
         the_idp = idp or default_idp
-        if with_filter and not Path(wasm_path).exists():
+        if with_filter and build == "wasm" and not Path(wasm_path).exists():
             pytest.fail(f"{wasm_path} not found: build the filter first (make build)", pytrace=False)
+        native = Path(native_path or harness.NATIVE_PATH)
+        if with_filter and build == "native" and not native.exists():
+            pytest.fail(f"{native} not found: build it first (make build-native)", pytrace=False)
         port, admin_port = port or harness.free_port(), harness.free_port()
         cfg = harness.build_envoy_config(
             pki=pki, idp_port=the_idp.port, idp_mtls_port=the_idp.mtls_port, upstream_port=upstream.port,
             listen_port=port, admin_port=admin_port, plugin_config=plugin_config, issuer=the_idp.issuer,
             mtls_cert=mtls_cert, with_filter=with_filter, wasm_path=wasm_path, extra_clusters=extra_clusters,
-            mutate=mutate, downstream_mtls=downstream_mtls,
+            mutate=mutate, downstream_mtls=downstream_mtls, build=build,
         )
         proxy = harness.start_envoy(
             cfg, tmp_path, port=port, admin_port=admin_port, concurrency=concurrency, base_id=base_id,
             log_level=log_level, component_log_level=component_log_level, expect_start=expect_start,
-            timeout=timeout, name=f"envoy-{next(counter)}", pki=pki,
+            timeout=timeout, name=f"envoy-{next(counter)}", pki=pki, native_path=native,
         )
         started.append(proxy)
         return proxy

@@ -2,7 +2,14 @@
 rewritten (build_envoy_config: ports, PKI paths, the filter's Wasm file and
 plugin configuration, extra clusters), the idp-mtls client certificate through
 file-based SDS (write_sds, sds_secret_config), the downstream TLS listener
-socket, and WASM_PATH (dist/oidc.wasm or $OIDC_WASM).
+socket, WASM_PATH (dist/oidc.wasm or $OIDC_WASM) and NATIVE_PATH
+(dist/liboidc.so or $OIDC_NATIVE).
+
+A configuration is written for one of two builds of the filter: "wasm" (the
+proxy-wasm module) or "native" (the same core as an Envoy dynamic module). A
+native configuration is the Wasm one with each Wasm filter's typed_config
+replaced by a DynamicModuleFilter carrying the same plugin configuration and
+keeping the filter's name (so per-route filter configs still find it).
 """
 from __future__ import annotations
 
@@ -20,7 +27,31 @@ from processes import REPO_ROOT
 DEMO_CONFIG = REPO_ROOT / "envoy" / "demo.yaml"
 WASM_PATH = Path(os.environ.get("OIDC_WASM", REPO_ROOT / "dist" / "oidc.wasm"))
 
+NATIVE_PATH = Path(os.environ.get("OIDC_NATIVE", REPO_ROOT / "dist" / "liboidc.so"))
+BUILDS = ("wasm", "native")
+
 WASM_FILTER = "envoy.filters.http.wasm"
+WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+NATIVE_TYPE = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
+
+
+def native_typed_config(plugin_text: str) -> dict:
+    """A DynamicModuleFilter loading liboidc.so (found on ENVOY_DYNAMIC_MODULES_SEARCH_PATH)."""
+    return {"@type": NATIVE_TYPE, "dynamic_module_config": {"name": "oidc"}, "filter_name": "oidc",
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": plugin_text}}
+
+
+def to_native(cfg: dict) -> None:
+    """Swaps every Wasm filter of every listener for the native module, in place."""
+    for listener in cfg["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for f in chain["filters"]:
+                if f["name"] != "envoy.filters.network.http_connection_manager":
+                    continue
+                for hf in f["typed_config"].get("http_filters", []):
+                    tc = hf.get("typed_config", {})
+                    if tc.get("@type") == WASM_TYPE:
+                        hf["typed_config"] = native_typed_config(tc["config"]["configuration"]["value"])
 
 
 def load_demo_config() -> dict:
@@ -98,7 +129,7 @@ def build_envoy_config(*, pki: PKI, idp_port: int, upstream_port: int, listen_po
                        with_filter: bool = True, wasm_path: Path | str = WASM_PATH,
                        extra_clusters: Iterable[dict] = (), base: dict | None = None,
                        downstream_mtls: bool | str = False,
-                       mutate: Callable[[dict], None] | None = None) -> dict:
+                       mutate: Callable[[dict], None] | None = None, build: str = "wasm") -> dict:
     """envoy/demo.yaml rewritten for the test topology.
 
     plugin_config: dict (dumped as YAML), str (verbatim) or None (demo's, with
@@ -108,8 +139,11 @@ def build_envoy_config(*, pki: PKI, idp_port: int, upstream_port: int, listen_po
     HTTP listener), True (TLS listener requiring a client certificate signed
     by the test CA) or "optional" (TLS, client certificate requested and
     verified when presented).  mutate: last-minute hook receiving the config
-    dict.
+    dict.  build: "wasm" or "native" (the Wasm filters become the native
+    module after `mutate`).
     """
+    if build not in BUILDS:
+        raise ValueError(f"build: one of {BUILDS}, not {build!r}")
     cfg = _rewrite_paths(copy.deepcopy(base or load_demo_config()), pki)
     cfg["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=admin_port)
 
@@ -153,6 +187,8 @@ def build_envoy_config(*, pki: PKI, idp_port: int, upstream_port: int, listen_po
 
     if mutate:
         mutate(cfg)
+    if build == "native" and with_filter:
+        to_native(cfg)
     return cfg
 
 

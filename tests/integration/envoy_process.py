@@ -5,6 +5,7 @@ log and Wasm log lines, admin stats).
 """
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -15,13 +16,18 @@ import requests
 import yaml
 
 from pki import PKI
+from envoy_config import NATIVE_PATH, NATIVE_TYPE
 from processes import ManagedProcess, envoy_binary, wait_for_port
+
+
+FILTER_LOG_MARK = "[dynamic_modules]"
 
 
 class Envoy:
     def __init__(self, process: ManagedProcess, *, port: int, admin_port: int, config: dict, config_path: Path,
-                 pki: PKI | None = None, tls: bool = False):
+                 pki: PKI | None = None, tls: bool = False, build: str = "wasm"):
         self.process = process
+        self.build = build
         self.port = port
         self.admin_port = admin_port
         self.config = config
@@ -35,12 +41,25 @@ class Envoy:
         return self.process.returncode
 
     def log(self) -> str:
-        """Full stdout+stderr of Envoy (includes `wasm log oidc ...` lines)."""
+        """Full stdout+stderr of Envoy (includes the filter's lines, see filter_log)."""
         return self.process.log()
 
-    def wasm_log(self) -> list[str]:
-        """Only the lines logged by the Wasm filter."""
-        return [line for line in self.log().splitlines() if "wasm log" in line]
+    def filter_log(self) -> list[str]:
+        """Only the lines the filter logged (`wasm log ...` from the Wasm build,
+        `[dynamic_modules]` from the native one)."""
+        return [line for line in self.log().splitlines() if FILTER_LOG_MARK in line or "wasm log" in line]
+
+    wasm_log = filter_log
+
+    @property
+    def log_component(self) -> str:
+        """The --component-log-level name of the filter's own lines."""
+        return "dynamic_modules" if self.build == "native" else "wasm"
+
+    @property
+    def metric_prefix(self) -> str:
+        """What Envoy puts before the filter's metric names in /stats."""
+        return "dynamicmodulescustom." if self.build == "native" else "wasmcustom."
 
     def stop(self) -> None:
         self.process.stop()
@@ -96,13 +115,17 @@ class Envoy:
 def start_envoy(config: dict, workdir: Path, *, port: int, admin_port: int, concurrency: int = 1,
                 base_id: int | None = None, log_level: str = "info", component_log_level: str | None = None,
                 expect_start: bool = True, timeout: float = 30.0, name: str = "envoy",
-                pki: PKI | None = None) -> Envoy:
+                pki: PKI | None = None, native_path: Path | None = None) -> Envoy:
     """Write `config` to workdir and start Envoy from the repo root.
 
     expect_start=True: wait for admin /ready == 200 (raises with the log if it
     exits or times out).  expect_start=False: wait for the process to exit
     (raises TimeoutError if it's still running after `timeout`).
     """
+    build = "native" if NATIVE_TYPE in json.dumps(config) else "wasm"
+    if build == "native" and component_log_level:
+        # The filter's own lines: Envoy's `dynamic_modules` logger, not `wasm`.
+        component_log_level = component_log_level.replace("wasm:", "dynamic_modules:")
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -112,9 +135,11 @@ def start_envoy(config: dict, workdir: Path, *, port: int, admin_port: int, conc
         argv += ["--component-log-level", component_log_level]
     if base_id is not None:
         argv += ["--base-id", str(base_id)]
-    proc = ManagedProcess(name, argv, workdir / f"{name}.log")
+    proc = ManagedProcess(name, argv, workdir / f"{name}.log",
+                          env={"ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str((native_path or NATIVE_PATH).resolve().parent)})
     tls = any("transport_socket" in chain for chain in config["static_resources"]["listeners"][0]["filter_chains"])
-    envoy = Envoy(proc, port=port, admin_port=admin_port, config=config, config_path=config_path, pki=pki, tls=tls)
+    envoy = Envoy(proc, port=port, admin_port=admin_port, config=config, config_path=config_path, pki=pki, tls=tls,
+                  build=build)
 
     deadline = time.monotonic() + timeout
     if not expect_start:

@@ -30,7 +30,9 @@ from browser_login import (
 )
 from cookies import SetCookie, cookie_header, is_session_cookie, session_chunks, set_cookie_map, set_cookies
 from envoy_config import (
+    BUILDS,
     DEMO_CONFIG,
+    NATIVE_PATH,
     SDS_SECRET,
     WASM_FILTER,
     WASM_PATH,
@@ -43,6 +45,14 @@ from envoy_config import (
     write_sds,
 )
 from envoy_process import Envoy, start_envoy
+
+
+def needs(build: str, wanted: str, why: str) -> None:
+    """Skips the running test unless it runs with build `wanted`; `why` names what the
+    other build lacks (pytest prints it)."""
+    import pytest
+    if build != wanted:
+        pytest.skip(f"{build} build: {why}")
 from http_util import until_ok
 from idp_server import (
     CLIENT_AUTH,
@@ -83,10 +93,10 @@ __all__ = [
     # upstream
     "ECHO_SCRIPT", "Upstream", "start_upstream", "upstream_seen", "bearer_of",
     # envoy_config
-    "DEMO_CONFIG", "WASM_PATH", "WASM_FILTER", "SDS_SECRET", "load_demo_config", "plugin_config_text",
+    "BUILDS", "DEMO_CONFIG", "WASM_PATH", "NATIVE_PATH", "WASM_FILTER", "SDS_SECRET", "load_demo_config", "plugin_config_text",
     "write_sds", "sds_secret_config", "build_envoy_config", "downstream_tls_socket", "dump_json",
     # envoy_process
-    "Envoy", "start_envoy",
+    "Envoy", "start_envoy", "needs",
     # cookies
     "SetCookie", "set_cookies", "set_cookie_map", "cookie_header", "is_session_cookie", "session_chunks",
     # browser_login

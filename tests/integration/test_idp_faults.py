@@ -18,7 +18,7 @@ def wasm_lines(proxy, needle, wait=3.0):
     (Envoy may write its log after the response has left)."""
     deadline = time.monotonic() + wait
     while True:
-        lines = [l for l in proxy.log().splitlines() if "wasm" in l and needle in l]
+        lines = [l for l in proxy.filter_log() if needle in l]
         if lines or time.monotonic() >= deadline:
             return lines
         time.sleep(0.05)

@@ -9,10 +9,12 @@ import harness
 
 
 def prometheus(proxy) -> dict[str, float]:
+    """The filter's metrics by name. Envoy strips the Wasm namespace from Prometheus names
+    (`oidc_...`) but not the dynamic modules' (`envoy_dynamicmodulescustom_oidc_...`)."""
     text = requests.get(proxy.admin_url("/stats/prometheus"), timeout=5).text
     out = {}
     for line in text.splitlines():
-        m = re.match(r"^(oidc_[a-z0-9_]+)(\{[^}]*\})? ([0-9.e+]+)$", line)
+        m = re.match(r"^(?:envoy_dynamicmodulescustom_)?(oidc_[a-z0-9_]+)(\{[^}]*\})? ([0-9.e+]+)$", line)
         if m:
             labels = m.group(2) if m.group(2) not in (None, "{}") else ""
             out[m.group(1) + labels] = float(m.group(3))

@@ -182,7 +182,7 @@ def test_a_route_naming_an_unknown_policy_fails_closed(two):
     proxy.wait_for_log("names policy `nope`", timeout=5)
     time.sleep(1.2)
     stats = requests.get(proxy.admin_url("/stats"), params={"filter": "policy"}, timeout=5).text
-    assert "wasmcustom.oidc.policy.unknown: 1" in stats, stats
+    assert f"{proxy.metric_prefix}oidc.policy.unknown: 1" in stats, stats
 
 
 def test_a_browser_login_at_idp_a_and_its_session_stays_with_its_policy(two):

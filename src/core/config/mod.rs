@@ -83,6 +83,19 @@ impl Plan {
     pub fn policies(&self) -> impl Iterator<Item = (PolicyId, &Policy)> {
         std::iter::once(&self.policy).chain(&self.named).enumerate().map(|(i, p)| (PolicyId(i), p))
     }
+
+    /// The line a host logs when it loads the plan (no secret in it).
+    pub fn summary(&self) -> String {
+        let p = &self.policy;
+        let methods: Vec<&str> = p.methods.iter().map(|m| m.name()).collect();
+        let named: Vec<&str> = self.named.iter().map(|p| p.name.as_str()).collect();
+        format!(
+            "configured issuer={} auth_methods={methods:?} token_endpoint_auth_method={} cluster={} policies={named:?}",
+            self.issuer.issuer,
+            p.client.token_auth.name(),
+            p.client.cluster_for(p.client.token_auth)
+        )
+    }
 }
 
 /// How requests are authenticated.

@@ -281,6 +281,16 @@ impl Docs {
         calls
     }
 
+    /// Adopts what other workers stored, and nothing else: for a worker that has no timer
+    /// of its own (a native host's worker threads), while another thread fetches.
+    pub fn adopt_stored(&mut self, store: &mut dyn Store, now: u64) {
+        let timeout = self.settings.timeout_ms;
+        self.discovery.meta.expire(now, timeout);
+        self.jwks.meta.expire(now, timeout);
+        self.adopt::<Metadata>(store);
+        self.adopt::<KeySet>(store);
+    }
+
     /// The earliest time something may be due (a refresh, the end of a backoff); nothing is
     /// fetched before it.
     pub fn poll_timeout(&self) -> u64 {

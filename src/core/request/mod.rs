@@ -75,8 +75,13 @@ pub trait RequestView {
     /// The lowercase hex SHA-256 of the client certificate the host verified, asked only
     /// when `proof_of_possession_mtls` is on.
     fn peer_certificate_sha256(&self) -> Option<String>;
-    /// The route's metadata (a serialized `envoy.config.core.v3.Metadata`), asked only when
-    /// the plan has named policies.
+    /// The policy the route's metadata names, for hosts that read the metadata value
+    /// themselves (Envoy's dynamic modules); asked only when the plan has named policies.
+    fn route_policy(&self) -> Option<String> {
+        None
+    }
+    /// The route's metadata (a serialized `envoy.config.core.v3.Metadata`), when
+    /// [`RequestView::route_policy`] has nothing; asked only when the plan has named policies.
     fn route_metadata(&self) -> Option<Vec<u8>> {
         None
     }

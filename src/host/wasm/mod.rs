@@ -170,15 +170,7 @@ impl Vm {
                 return false;
             }
         };
-        let p = &plan.policy;
-        let methods: Vec<&str> = p.methods.iter().map(|m| m.name()).collect();
-        let line = format!(
-            "configured issuer={} auth_methods={methods:?} token_endpoint_auth_method={} cluster={}",
-            plan.issuer.issuer,
-            p.client.token_auth.name(),
-            p.client.cluster_for(p.client.token_auth)
-        );
-        abi::log(Level::Info as u32, &line);
+        abi::log(Level::Info as u32, &plan.summary());
         let mut me = [0u8; 8];
         random(&mut me);
         let mut worker = Worker::new(plan, u64::from_le_bytes(me), Box::new(random));
