@@ -145,7 +145,7 @@ run: build deps pki envoy-config
 ##        flags: make bench BENCH_ARGS="--requests 50000 --connections 64"
 BENCH_ARGS   ?=
 
-bench: build deps
+bench: build build-native deps
 	@command -v wrk >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; }
 	cargo build --release --locked --target $(TARGET) --manifest-path bench/floor/Cargo.toml --target-dir target/bench-floor
 	$(PY) bench/bench.py $(BENCH_ARGS)

@@ -229,6 +229,7 @@ class Scenario:
     prepare: Callable[[harness.Envoy], dict[str, str]] | None = None  # e.g. a login -> headers
     requests: int | None = None    # measured requests, when not the defaults
     wasm: Path | None = None       # another build of the filter (--compare-wasm)
+    build: str = "wasm"            # "native": the same core as an Envoy dynamic module (dist/liboidc.so)
     mutate: Callable[[dict], None] | None = None  # a change to the front Envoy's config
 
 
@@ -259,14 +260,14 @@ class Bench:
     # -- processes -----------------------------------------------------------
     def start_front(self, *, plugin: dict | str | None = None, with_filter: bool = True,
                     mutate: Callable[[dict], None] | None = None, port: int | None = None,
-                    tag: str = "", wasm: Path = harness.WASM_PATH) -> harness.Envoy:
+                    tag: str = "", wasm: Path = harness.WASM_PATH, build: str = "wasm") -> harness.Envoy:
         self.counter += 1
         port = port or harness.free_port()
         admin = harness.free_port()
         cfg = harness.build_envoy_config(
             pki=self.pki, idp_port=self.idp.port, upstream_port=self.upstream.port, listen_port=port,
             admin_port=admin, plugin_config=plugin, issuer=self.idp.issuer, with_filter=with_filter,
-            wasm_path=wasm, mutate=mutate)
+            wasm_path=wasm, mutate=mutate, build=build)
         proxy = harness.start_envoy(cfg, WORK, port=port, admin_port=admin, concurrency=self.args.concurrency,
                                     log_level="warn", name=f"front-{self.counter:02d}{'-' + tag if tag else ''}", timeout=60)
         self.procs.append(proxy)
@@ -380,6 +381,24 @@ class Bench:
                      plugin=lambda: api_config(idp, ["password"]),
                      headers=lambda: {"Authorization": "Basic " + base64.b64encode(b"john:doe").decode()}),
         ]
+        if self.args.native:
+            # the same core as an Envoy dynamic module, on the same paths
+            bearer_cfg = lambda: api_config(idp, ["bearer"])  # noqa: E731
+            out += [
+                Scenario("native-bearer", "native: oidc bearer JWT, same token", "oidc", baseline="jwt_authn-cache",
+                         plugin=bearer_cfg, headers=bearer, build="native"),
+                Scenario("native-bearer-cold", "native: oidc bearer JWT, new token every request", "oidc", cold=True,
+                         baseline="jwt_authn-cold", plugin=bearer_cfg, build="native"),
+                Scenario("native-session", "native: oidc session cookie", "oidc", baseline="jwt_authn-cache",
+                         prepare=self.login_for_session, build="native"),
+                Scenario("native-introspection", "native: oidc introspection (cached)", "oidc",
+                         baseline="jwt_authn-cache", plugin=lambda: api_config(idp, ["introspection"]),
+                         headers=lambda: {"Authorization": f"Bearer {self.opaque_token}"}, build="native"),
+                Scenario("native-password", "native: oidc password grant (cached)", "oidc", baseline="jwt_authn-cache",
+                         plugin=lambda: api_config(idp, ["password"]),
+                         headers=lambda: {"Authorization": "Basic " + base64.b64encode(b"john:doe").decode()},
+                         build="native"),
+            ]
         if not self.args.memory_requests:
             out = [s for s in out if s.key != "bearer-memory"]
         if self.args.compare_wasm:
@@ -389,7 +408,7 @@ class Bench:
             paired = []
             for s in out:
                 paired.append(s)
-                if s.kind == "oidc" and s.key != "bearer-memory":
+                if s.kind == "oidc" and s.key != "bearer-memory" and s.build == "wasm":
                     paired.append(dataclasses.replace(s, key=s.key + "@compare", label=f"{s.label} [{name}]", wasm=other))
             out = paired
         if self.args.only:
@@ -406,11 +425,12 @@ class Bench:
         assert cookies, "the login set no session cookie"
         return {"Cookie": harness.cookie_header(harness.session_chunks(cookies)), "Accept": "application/json"}
 
-    def browser_envoy(self, tag: str = "", wasm: Path = harness.WASM_PATH, **extra: Any) -> harness.Envoy:
+    def browser_envoy(self, tag: str = "", wasm: Path = harness.WASM_PATH, build: str = "wasm",
+                      **extra: Any) -> harness.Envoy:
         port = harness.free_port()
         plugin = harness.browser_config(self.idp, f"http://127.0.0.1:{port}/callback",
                                         session_secret=SESSION_SECRET, **extra)
-        return self.start_front(plugin=plugin, port=port, tag=tag, wasm=wasm)
+        return self.start_front(plugin=plugin, port=port, tag=tag, wasm=wasm, build=build)
 
     # -- throughput ----------------------------------------------------------
     def run_scenario(self, s: Scenario) -> Row:
@@ -423,10 +443,11 @@ class Bench:
                                      mutate=jwt_authn_mutator(self.idp, self.jwks, cache=s.jwt_cache))
         elif s.kind == "floor":
             proxy = self.start_front(plugin=s.plugin(), wasm=FLOOR_WASM, tag=s.key)
-        elif s.key.startswith("session"):
-            proxy = self.browser_envoy(tag=s.key, wasm=s.wasm or harness.WASM_PATH)
+        elif s.prepare == self.login_for_session:
+            proxy = self.browser_envoy(tag=s.key, wasm=s.wasm or harness.WASM_PATH, build=s.build)
         else:
-            proxy = self.start_front(plugin=s.plugin(), tag=s.key, wasm=s.wasm or harness.WASM_PATH, mutate=s.mutate)
+            proxy = self.start_front(plugin=s.plugin(), tag=s.key, wasm=s.wasm or harness.WASM_PATH, mutate=s.mutate,
+                                     build=s.build)
         try:
             headers = s.headers() if s.headers else {}
             if s.prepare:
@@ -586,7 +607,8 @@ def throughput_table(rows: list[Row]) -> list[str]:
         base_key = s.baseline
         base = by_key.get(base_key) if base_key else None
         base_rps = base.result.rps if base and base.result else None
-        vs_jwt = (ratio(res.rps, base_rps) + (" (vs new-token jwt_authn)" if s.cold else "")) if base_key else "—"
+        which = {"jwt_authn-cold": " (vs new-token jwt_authn)", "jwt_authn-cache": " (vs jwt_authn + cache)"}
+        vs_jwt = (ratio(res.rps, base_rps) + which.get(base_key, "")) if base_key else "—"
         errs = f"{res.non200} / {res.socket_errors}"
         if res.non200:
             errs = f"**{res.non200}** (first {res.first_bad_status}) / {res.socket_errors}"
@@ -654,7 +676,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--logins", type=int, default=30, help="authorization code logins timed")
     p.add_argument("--token-requests", type=int, default=100, help="token requests for the TLS connection count")
     p.add_argument("--only", help="comma-separated scenario keys (none, floor, floor-read, jwt_authn, jwt_authn-cold, "
-                                  "jwt_authn-cache, bearer, bearer-policies, bearer-cold, bearer-memory, session, introspection, password)")
+                                  "jwt_authn-cache, bearer, bearer-policies, bearer-cold, bearer-memory, session, introspection, password, "
+                                  "native-bearer, native-bearer-cold, native-session, native-introspection, native-password)")
+    p.add_argument("--no-native", dest="native", action="store_false",
+                   help="skip the native build's rows (dist/liboidc.so)")
     p.add_argument("--skip-login-cost", action="store_true", help="skip the second table")
     p.add_argument("--no-pin", dest="pin", action="store_false",
                    help="don't pin the front Envoy to its own CPU (default: pinned when there are ≥ 2 CPUs)")
@@ -674,6 +699,9 @@ def main(argv: list[str] | None = None) -> int:
     wants_floor = not args.only or any(k.startswith("floor") for k in args.only.split(","))
     if wants_floor and not FLOOR_WASM.exists():
         log(f"bench: {FLOOR_WASM} is missing: build bench/floor first (make bench does)")
+        return 2
+    if args.native and not harness.NATIVE_PATH.exists():
+        log(f"bench: {harness.NATIVE_PATH} is missing: make build-native (or --no-native)")
         return 2
     if not harness.WASM_PATH.exists():
         log(f"bench: {harness.WASM_PATH} is missing: build the filter first (make build, or make bench)")
