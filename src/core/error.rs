@@ -55,6 +55,8 @@ pub enum TokenError {
     AlgorithmRefused,
     /// No key with this `kid` (after a JWKS re-fetch, or when one was not allowed).
     UnknownKey,
+    /// `iss` is neither the policy's issuer nor one of its `issuers_allowed`.
+    IssuerNotAllowed,
     /// The key exists but cannot verify this algorithm.
     KeyMismatch,
     /// Signature, issuer or time checks failed.
@@ -231,6 +233,7 @@ impl fmt::Display for TokenError {
             TokenError::Malformed => "the token is not a well-formed JWT",
             TokenError::AlgorithmRefused => "the token's signing algorithm is not accepted",
             TokenError::UnknownKey => "the token is signed with an unknown key",
+            TokenError::IssuerNotAllowed => "the token's issuer is not allowed",
             TokenError::KeyMismatch => "the token's algorithm does not match its key",
             TokenError::Invalid => "the token's signature, issuer or lifetime is invalid",
             TokenError::NoExpiry => "the token has no expiry",

@@ -3,7 +3,8 @@
 //! Keys come from the JWKS and are chosen by `kid` (never by trying every key). Only
 //! asymmetric algorithms are accepted — RS256/384/512, PS256/384/512, ES256/384, EdDSA —
 //! so `alg: none` and HMAC signed with a public key are refused before any key is touched.
-//! `iss` must be the configured issuer, `exp` is required, `exp`/`nbf`/`iat` are checked with
+//! `iss` must be the issuer whose key set it is (the caller chooses the set by the token's
+//! `iss`, [`issuer`]), `exp` is required, `exp`/`nbf`/`iat` are checked with
 //! `leeway`. RSA signatures are checked by [`crate::core::rsa`] (the hot path: most IdPs sign
 //! with RS256), the others by `jwt-simple`.
 
@@ -277,6 +278,12 @@ fn decode_part(token: &str, i: usize) -> Result<Claims, TokenError> {
     let part = if i == 0 { h } else { p };
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenError::Malformed)?;
     serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
+}
+
+/// The `iss` a compact JWS claims (`None`: none, or not a string), read before any key is
+/// looked at, to choose the key sets of that issuer.
+pub fn issuer(token: &str) -> Result<Option<String>, TokenError> {
+    Ok(decode_part(token, 1)?.get("iss").and_then(|i| i.as_str()).map(str::to_string))
 }
 
 /// The `kid` of a compact JWS header (empty when absent).

@@ -1,7 +1,8 @@
 //! Policies chosen per route, and two IdPs in one filter, against the simulated host:
 //! route metadata, then `route_policies`, then the default; an unknown policy fails closed;
 //! each issuer's documents are fetched once per process; tokens, caches and sessions stay
-//! with their policy.
+//! with their policy. One policy that accepts several issuers (`issuers_allowed`) and extra
+//! key sets (`extra_jwks_uris`): each token is checked with its own issuer's keys only.
 
 use std::sync::Arc;
 
@@ -133,4 +134,158 @@ fn a_route_naming_an_unknown_policy_fails_closed() {
     let names = sim.worker(0).metric_names();
     assert!(names.iter().any(|n| n.name == "oidc.policy.unknown"));
     assert!(names.iter().any(|n| n.name == "oidc.policy.partner.requests.password.allowed"));
+}
+
+/// One policy of IdP A that also accepts IdP B's tokens (B reached through A's cluster, as
+/// realms of one Keycloak are) and trusts an extra key set for A.
+const MULTI: &str = "issuer: https://idp-a.example.com
+idp_cluster: idp-a
+client_id: gateway
+auth_methods: [bearer]
+issuers_allowed: ['https://idp-b.example.com']
+extra_jwks_uris: ['https://keys.example.com/extra.json']
+";
+const C: &str = "idp-c.example.com";
+const KEYS: &str = "keys.example.com";
+
+struct Multi {
+    sim: SimHost,
+    a: RS256KeyPair,
+    b: RS256KeyPair,
+    c: RS256KeyPair,
+    x: RS256KeyPair,
+}
+
+fn multi(workers: usize) -> Multi {
+    let plan = Arc::new(Plan::parse(MULTI.as_bytes()).unwrap());
+    let mut sim = SimHost::new(&plan, workers, true, T0);
+    let ((a, jwks_a), (b, jwks_b), (c, jwks_c), (x, jwks_x)) = (key("a1"), key("b1"), key("c1"), key("x1"));
+    for (host, jwks) in [(A, jwks_a), (B, jwks_b), (C, jwks_c)] {
+        sim.idp.answer_at(host, Purpose::Discovery, 200, doc(host));
+        sim.idp.answer_at(host, Purpose::Jwks, 200, jwks);
+    }
+    sim.idp.answer_at(KEYS, Purpose::Jwks, 200, jwks_x);
+    Multi { sim, a, b, c, x }
+}
+
+fn asked(sim: &SimHost, host: &str) -> (usize, usize) {
+    (sim.idp.hits_at(host, Purpose::Discovery), sim.idp.hits_at(host, Purpose::Jwks))
+}
+
+#[test]
+fn tokens_of_an_allowed_issuer_are_verified_with_that_issuers_keys_only() {
+    let Multi { mut sim, a, b, .. } = multi(2);
+    let (iss_a, iss_b) = ("https://idp-a.example.com", "https://idp-b.example.com");
+    // before any tick: the request fetches B's discovery, then B's key set, itself
+    let id = sim.request(0, &bearer(&token(&b, iss_b, "x")));
+    assert_eq!(status(&sim, id), 0);
+    sim.run_for(100);
+    assert_eq!(status(&sim, id), 200);
+    assert_eq!((asked(&sim, B), asked(&sim, A).1), ((1, 1), 0), "B's documents only");
+    sim.run_for(3_000);
+    for w in [0, 1] {
+        for t in [token(&b, iss_b, "x"), token(&a, iss_a, "y")] {
+            let id = sim.request(w, &bearer(&t));
+            sim.run_for(100);
+            assert_eq!(status(&sim, id), 200, "worker {w}");
+        }
+    }
+    // each issuer's documents once for the process, through A's cluster for both
+    assert_eq!((asked(&sim, A), asked(&sim, B)), ((1, 1), (1, 1)));
+    assert!(sim.clusters.iter().all(|c| c == "idp-a"), "{:?}", sim.clusters);
+    // a token that claims B but is signed with A's key (under its kid, or under B's) is
+    // never checked with A's keys; the unknown kid `a1` re-fetches B's key set, not A's
+    for t in [token(&a, iss_b, "x"), token(&a.clone().with_key_id("b1"), iss_b, "x")] {
+        let id = sim.request(1, &bearer(&t));
+        sim.run_for(100);
+        assert_eq!(status(&sim, id), 401);
+    }
+    assert_eq!((asked(&sim, A).1, asked(&sim, B).1, asked(&sim, KEYS).1), (1, 2, 1));
+    // nor is one that claims A, signed with B's key: A's key sets are re-fetched, not B's
+    let id = sim.request(0, &bearer(&token(&b, iss_a, "x")));
+    sim.run_for(100);
+    assert_eq!(status(&sim, id), 401);
+    assert_eq!((asked(&sim, A).1, asked(&sim, B).1, asked(&sim, KEYS).1), (2, 2, 2));
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+}
+
+#[test]
+fn a_token_of_an_issuer_not_allowed_is_refused_before_any_key_is_looked_at() {
+    let Multi { mut sim, a, c, .. } = multi(1);
+    for (t, iss) in [
+        (token(&c, "https://idp-c.example.com", "x"), "https://idp-c.example.com"),
+        (token(&a, "https://idp-a.example.com/", "x"), "https://idp-a.example.com/"),
+    ] {
+        let id = sim.request(0, &bearer(&t));
+        match sim.outcome(id) {
+            Outcome::Answered(r) => {
+                assert_eq!(r.status, 401);
+                assert!(r.header("www-authenticate").iter().any(|v| v.contains("invalid_token")), "{r:?}");
+            }
+            other => panic!("{iss}: answered at once without a call, got {other:?}"),
+        }
+        assert!(sim.logged(&format!("the token's issuer `{iss}` is not allowed")), "{:?}", sim.log);
+        assert!(!sim.log.iter().any(|l| l.message.contains(&t)), "the token is never logged");
+    }
+    assert_eq!(sim.idp.hits(Purpose::Discovery) + sim.idp.hits(Purpose::Jwks), 0, "no document was fetched for them");
+    sim.run_for(2_000);
+    assert_eq!(asked(&sim, C), (0, 0), "an issuer that is not allowed is never asked");
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+}
+
+#[test]
+fn a_key_only_in_an_extra_key_set_verifies_tokens_of_the_own_issuer_only() {
+    let Multi { mut sim, x, .. } = multi(2);
+    let (iss_a, iss_b) = ("https://idp-a.example.com", "https://idp-b.example.com");
+    sim.run_for(3_000);
+    for w in [0, 1] {
+        let id = sim.request(w, &bearer(&token(&x, iss_a, "x")));
+        sim.run_for(100);
+        assert_eq!(status(&sim, id), 200, "worker {w}");
+    }
+    assert_eq!(asked(&sim, KEYS), (0, 1), "the extra key set: once for the process, no discovery");
+    // B's tokens are never checked with A's extra keys
+    let id = sim.request(0, &bearer(&token(&x, iss_b, "x")));
+    sim.run_for(100);
+    assert_eq!(status(&sim, id), 401);
+    assert_eq!(asked(&sim, KEYS).1, 1);
+    // a key that only a re-fetched extra set has (rotation there): found after A's set and
+    // the extra one are re-fetched; B's set is not asked for
+    let (x2, jwks_x2) = key("x2");
+    sim.idp.answer_at(KEYS, Purpose::Jwks, 200, jwks_x2);
+    let b_before = asked(&sim, B).1;
+    let id = sim.request(1, &bearer(&token(&x2, iss_a, "x")));
+    sim.run_for(100);
+    assert_eq!(status(&sim, id), 200);
+    assert_eq!((asked(&sim, A).1, asked(&sim, KEYS).1, asked(&sim, B).1), (2, 2, b_before));
+    // and a token of B with a new key re-fetches B's set only
+    let (b2, jwks_b2) = key("b2");
+    sim.idp.answer_at(B, Purpose::Jwks, 200, jwks_b2);
+    sim.run_for(3_000);
+    let before = (asked(&sim, A).1, asked(&sim, KEYS).1, asked(&sim, B).1);
+    let id = sim.request(0, &bearer(&token(&b2, iss_b, "x")));
+    sim.run_for(100);
+    assert_eq!(status(&sim, id), 200);
+    assert_eq!((asked(&sim, A).1, asked(&sim, KEYS).1, asked(&sim, B).1), (before.0, before.1, before.2 + 1));
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+}
+
+#[test]
+fn an_allowed_issuer_or_an_extra_key_set_that_is_down_stops_only_its_own_tokens() {
+    let Multi { mut sim, a, b, x, .. } = multi(1);
+    let (iss_a, iss_b) = ("https://idp-a.example.com", "https://idp-b.example.com");
+    sim.idp.answer_at(B, Purpose::Discovery, 500, "");
+    sim.idp.answer_at(KEYS, Purpose::Jwks, 500, "");
+    // B's discovery fails for the request that fetched it: 503, as for the own issuer
+    let id = sim.request(0, &bearer(&token(&b, iss_b, "x")));
+    sim.run_for(100);
+    assert_eq!(status(&sim, id), 503);
+    // the extra key set's failure costs A's tokens nothing; its own key is unknown
+    let id = sim.request(0, &bearer(&token(&a, iss_a, "x")));
+    sim.run_for(100);
+    assert_eq!(status(&sim, id), 200);
+    let id = sim.request(0, &bearer(&token(&x, iss_a, "x")));
+    sim.run_for(100);
+    assert_eq!(status(&sim, id), 401);
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
 }

@@ -103,6 +103,7 @@ fn random_requests_and_idp_answers_never_panic() {
                 policy: &plan.policy,
                 policy_id: crate::core::config::PolicyId(0),
                 docs: &mut docs,
+                others: Default::default(),
                 store: &mut store,
                 caches: &mut caches,
                 metrics: &mut metrics,

@@ -223,6 +223,8 @@ pub struct SimHost {
     pub idp: ScriptedIdp,
     /// Every rule broken, in words.
     pub violations: Vec<String>,
+    /// The cluster of every call made, in order.
+    pub clusters: Vec<String>,
     pub log: Vec<LogLine>,
     workers: Vec<SimWorker>,
     requests: Vec<SimRequest>,
@@ -239,6 +241,7 @@ impl SimHost {
             shared: SharedData::new(kong),
             idp: ScriptedIdp::default(),
             violations: Vec::new(),
+            clusters: Vec::new(),
             log: Vec::new(),
             workers: Vec::new(),
             requests: Vec::new(),
@@ -342,6 +345,7 @@ impl SimHost {
         // A call slower than its timeout is answered at the timeout, without a status.
         let latency = if self.idp.down { 0 } else { self.idp.latency_ms.min(call.timeout_ms) };
         let due_ms = self.now_ms.saturating_add(latency);
+        self.clusters.push(call.cluster.clone());
         self.pending.push(Pending { due_ms, sent_ms: self.now_ms, worker, owner, tag, call });
     }
 

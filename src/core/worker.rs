@@ -12,7 +12,8 @@
 //! A request takes the policy its route names ([`Worker::start`]): the route's metadata
 //! (`filter_metadata["envoy-oidc"].policy`), else `route_policies` by the route's name, else
 //! the default. Each policy has its own caches; each issuer its own documents, shared by the
-//! policies that use it.
+//! policies that use it (a request borrows its policy's issuer's, and the others' for bearer
+//! tokens of `issuers_allowed` and `extra_jwks_uris`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use crate::core::challenge;
 use crate::core::config::{Plan, Policy, PolicyId};
 use crate::core::docs::store::Store;
-use crate::core::docs::{Docs, Fetch};
+use crate::core::docs::{Docs, Fetch, OtherDocs};
 use crate::core::error::{Error, Internal};
 use crate::core::idp::{IdpCall, IdpResponse};
 use crate::core::log::{Level, Log, LogLine};
@@ -56,7 +57,7 @@ pub struct Tag(u32);
 /// One configuration in one worker.
 pub struct Worker {
     plan: Arc<Plan>,
-    /// One per issuer of the plan.
+    /// One per issuer (and extra key set) of the plan.
     docs: Vec<Docs>,
     /// One per policy.
     caches: Vec<Caches>,
@@ -249,12 +250,13 @@ impl Worker {
     /// Lends policy `id`'s parts to `f` (`None` if the plan has no such policy).
     fn with_cx<R>(&mut self, id: PolicyId, store: &mut dyn Store, now: u64, f: impl FnOnce(&mut Cx<'_>) -> R) -> Option<R> {
         let policy = self.plan.get(id)?;
-        let docs = self.docs.get_mut(policy.issuer_id)?;
+        let (docs, others) = OtherDocs::split(&mut self.docs, policy.issuer_id)?;
         let caches = self.caches.get_mut(id.0)?;
         let mut cx = Cx {
             policy,
             policy_id: id,
             docs,
+            others,
             store,
             caches,
             metrics: &mut self.metrics,

@@ -6,6 +6,7 @@ Routes (the listener's route table, rewritten by `routes()`):
   /api/...      metadata policy `api`: bearer JWTs of IdP A with the scope api:read
   /auth/...     metadata policy `app`: browser logins at IdP A
   /partner/...  metadata policy `partner`: the password grant at IdP B over mTLS
+  /multi/...    metadata policy `multi`: bearer JWTs of IdP A and of IdP B (issuers_allowed)
   /other/...    metadata policy `other`: sessions only, under the same cookie name as `app`
   /open/...     the filter disabled (FilterConfig {disabled: true})
   /unknown/...  metadata names a policy the filter does not have
@@ -71,6 +72,7 @@ def routes(cfg: dict, access_log: str) -> None:
         route("/api/", policy="api"),
         route("/auth/", policy="app"),
         route("/partner/", policy="partner"),
+        route("/multi/", policy="multi"),
         route("/other/", policy="other"),
         route("/open/", per_filter={WASM: {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
                                            "disabled": True}}),
@@ -114,6 +116,8 @@ def plugin(idp_a, idp_b, port: int) -> dict:
             "partner": {"issuer": idp_b.issuer, "idp_cluster": "idp-b", "tls_client_auth_cluster": "idp-b-mtls",
                         "auth_methods": ["password"]},
             "other": {"auth_methods": ["session"], "session_secret": SECRET, "session_cookie_name": "session-app"},
+            # IdP B's documents through `idp-b`, the cluster of `partner`, the policy that has B
+            "multi": {"issuers_allowed": [idp_b.issuer]},
         },
         "route_policies": {"not-used": "api"},
     }
@@ -220,3 +224,27 @@ def test_rbac_after_the_filter_admits_only_the_subject_it_names(two):
     lines = proxy.access_log.read_text().splitlines()
     assert "/admin/panel 200 user=john" in lines, lines
     assert "/admin/panel 403 user=jane" in lines, lines
+
+
+def test_one_policy_accepts_bearer_tokens_of_both_idps_and_refuses_a_third_issuer(two, idp, pki):
+    proxy, a, b, _ = two
+    for who, t in (("A", token_of(a)), ("B", token_of(b))):
+        r = proxy.get("/multi/orders", headers=bearer(t))
+        assert r.status_code == 200, (who, r.text)
+        assert r.json()["headers"]["x-user"] == "john"
+    # a third IdP (another issuer) signs with IdP A's key, under A's kid: refused for its
+    # issuer alone, before any key is looked at, and never asked for its documents
+    mark_c = len(idp.log())
+    third = idp.password_grant("client-secret-basic", scope="openid profile", token_format="jwt")["access_token"]
+    header, claims = harness.decode_jwt(third)
+    assert header["kid"] == harness.decode_jwt(token_of(a))[0]["kid"] and claims["iss"] == idp.issuer
+    r = proxy.get("/multi/orders", headers=bearer(third))
+    assert r.status_code == 401 and r.json()["error"] == "invalid_token", r.text
+    assert "issuer is not allowed" in r.headers["www-authenticate"], r.headers
+    proxy.wait_for_log(f"the token's issuer `{idp.issuer}` is not allowed", timeout=5)
+    assert not any(third in line for line in proxy.filter_log())
+    assert not [l for l in harness.idp_log_since(idp, mark_c) if "IDP GET " in l]
+    # a token that claims B, signed with A's key under A's kid, is checked with B's keys only
+    forged = harness.make_jwt({"kid": header["kid"], "typ": "at+jwt"}, {**claims, "iss": b.issuer}, pki.path("idp.key"))
+    r = proxy.get("/multi/orders", headers=bearer(forged))
+    assert r.status_code == 401 and r.json()["error"] == "invalid_token", r.text

@@ -45,6 +45,8 @@ pub const KEYS: &[Key] = &[
     k("bearer_token_param_type", Some(r#"["header"]"#)),
     k("bearer_token_cookie_name", None),
     k("leeway", Some("0")),
+    k("issuers_allowed", None),
+    k("extra_jwks_uris", None),
     k("scopes_required", None),
     k("audience_required", None),
     k("groups_required", None),

@@ -7,6 +7,11 @@
 //! split into the narrow settings each module takes ([`Policy`]'s fields), so nothing on
 //! the request path reads the whole configuration. A [`Plan`] holds no `Rc`: it can be
 //! shared by the threads of a native host.
+//!
+//! `issuers_allowed` and `extra_jwks_uris` become issuers of the plan too (see
+//! [`Policy::trusted`]), linked once every policy is known: an allowed issuer is fetched
+//! through the cluster of the policy that has it, if one does, else through the allowing
+//! policy's `idp_cluster`; an extra key set always through the policy's `idp_cluster`.
 
 pub mod keys;
 mod raw;
@@ -43,8 +48,8 @@ pub struct Plan {
     pub policy: Policy,
     /// The named policies (`policies`), in the order written.
     pub named: Vec<Policy>,
-    /// Every distinct issuer (and how its documents are fetched); policies refer to these
-    /// by index, so each is fetched once however many policies use it.
+    /// Every distinct issuer (and how its documents are fetched), and every extra key set;
+    /// policies refer to these by index, so each is fetched once however many policies use it.
     pub issuers: Vec<DocsSettings>,
     /// `route_policies`: route name → policy id.
     pub routes: Vec<(String, PolicyId)>,
@@ -109,6 +114,9 @@ pub struct Policy {
     pub methods: Methods,
     /// The issuer exactly as configured (`iss` of tokens, RFC 9207 `iss` of callbacks).
     pub issuer: String,
+    /// The issuers of the bearer JWTs it accepts: its own first, then `issuers_allowed`.
+    /// ID tokens are its own issuer's, checked with the discovered key set.
+    pub trusted: Vec<Trusted>,
     pub client: ClientSettings,
     /// Space-joined `scopes`.
     pub scope: String,
@@ -156,19 +164,78 @@ impl Plan {
         let named = top.remove("policies");
         let routes = top.remove("route_policies");
         let mut issuers = Vec::new();
-        let policy = build(top.clone(), None, &mut issuers)?;
+        let (policy, first) = build(top.clone(), None, &mut issuers)?;
         let issuer = issuers.first().cloned().ok_or_else(|| ConfigError("no issuer".into()))?;
         let mut plan = Plan { issuer, policy, named: Vec::new(), issuers, routes: Vec::new() };
+        let mut wanted = vec![first];
         for (name, own) in named_policies(named)? {
             let mut merged = top.clone();
             merged.extend(own.clone());
-            let mut p = build(merged, Some((&name, &own)), &mut plan.issuers)?;
+            let (mut p, w) = build(merged, Some((&name, &own)), &mut plan.issuers)?;
             p.name = name;
             plan.named.push(p);
+            wanted.push(w);
         }
         plan.routes = route_policies(&plan, routes)?;
+        plan.trust(wanted);
         Ok(plan)
     }
+
+    /// Sets each policy's [`Policy::trusted`]: its own issuer with its key sets, then each
+    /// allowed issuer, through the cluster of the first policy that has it when one does.
+    fn trust(&mut self, wanted: Vec<KeySources>) {
+        let mut owners = vec![(self.policy.issuer.clone(), self.policy.issuer_id)];
+        for p in &self.named {
+            owners.push((p.issuer.clone(), p.issuer_id));
+        }
+        for (i, w) in wanted.into_iter().enumerate() {
+            let Some((issuer, own)) = owners.get(i) else { continue };
+            let mut docs = vec![*own];
+            for d in w.extra {
+                docs.push(intern(&mut self.issuers, d));
+            }
+            let mut trusted = vec![Trusted { issuer: issuer.clone(), docs }];
+            for d in w.allowed {
+                let id = match owners.iter().find(|(i, _)| *i == d.issuer) {
+                    Some((_, id)) => *id,
+                    None => intern(&mut self.issuers, d.clone()),
+                };
+                trusted.push(Trusted { issuer: d.issuer, docs: vec![id] });
+            }
+            let p = if i == 0 { Some(&mut self.policy) } else { self.named.get_mut(i - 1) };
+            if let Some(p) = p {
+                p.trusted = trusted;
+            }
+        }
+    }
+}
+
+/// The index of `d` in `issuers`, added unless an equal one is there.
+fn intern(issuers: &mut Vec<DocsSettings>, d: DocsSettings) -> usize {
+    match issuers.iter().position(|i| *i == d) {
+        Some(i) => i,
+        None => {
+            issuers.push(d);
+            issuers.len() - 1
+        }
+    }
+}
+
+/// A policy's `issuers_allowed` (other than its own issuer) and `extra_jwks_uris`, as
+/// documents fetched through its own cluster, before [`Plan::trust`] links them.
+struct KeySources {
+    allowed: Vec<DocsSettings>,
+    extra: Vec<DocsSettings>,
+}
+
+/// Whose bearer JWTs a policy accepts, and the key sets they are verified with.
+#[derive(Debug)]
+pub struct Trusted {
+    /// The `iss` the token carries.
+    pub issuer: String,
+    /// Indices in [`Plan::issuers`]: the issuer's discovered key set, then (for the policy's
+    /// own issuer) one per `extra_jwks_uris` entry. Never another issuer's.
+    pub docs: Vec<usize>,
 }
 
 /// The entries of `policies`: names that are plain identifiers, each a mapping.
@@ -223,21 +290,16 @@ fn build(
     map: serde_yaml_ng::Mapping,
     named: Option<(&str, &serde_yaml_ng::Mapping)>,
     issuers: &mut Vec<DocsSettings>,
-) -> Result<Policy, ConfigError> {
+) -> Result<(Policy, KeySources), ConfigError> {
     let prefix = named.map(|(n, _)| format!("policies.{n}.")).unwrap_or_default();
     let in_policy = |e: ConfigError| match named {
         Some((n, _)) => ConfigError(format!("in `policies.{n}`: {}", e.0)),
         None => e,
     };
-    let raw = raw::typed(map, &prefix)?;
+    let mut raw = raw::typed(map, &prefix)?;
     let docs = issuer(&raw).map_err(in_policy)?;
-    let issuer_id = match issuers.iter().position(|i| *i == docs) {
-        Some(i) => i,
-        None => {
-            issuers.push(docs.clone());
-            issuers.len() - 1
-        }
-    };
+    let issuer_id = intern(issuers, docs.clone());
+    let sources = key_sources(&mut raw, &docs).map_err(in_policy)?;
     let mut p = policy(raw, &docs, named.map(|(n, _)| n).unwrap_or("")).map_err(in_policy)?;
     p.issuer_id = issuer_id;
     if let (Some((name, own)), Some(s)) = (named, p.sessions.as_mut()) {
@@ -249,16 +311,42 @@ fn build(
             s.authorization_cookie_name = format!("{}-{name}", s.authorization_cookie_name);
         }
     }
-    Ok(p)
+    Ok((p, sources))
 }
 
 /// The issuer and how its documents are fetched.
 fn issuer(raw: &Raw) -> Result<DocsSettings, ConfigError> {
-    let issuer = raw.issuer.trim().to_string();
-    let bad = |e: String| ConfigError(format!("`issuer`: {e}"));
-    Endpoint::parse(&issuer).map_err(bad)?;
+    discovered("issuer", raw.issuer.trim(), non_empty("idp_cluster", &raw.idp_cluster)?, timeout(raw)?)
+}
+
+/// The documents of `issuer` (the value of `key`), discovered through `cluster`.
+fn discovered(key: &str, issuer: &str, cluster: String, timeout_ms: u64) -> Result<DocsSettings, ConfigError> {
+    let bad = |e: String| ConfigError(format!("`{key}`: {e}"));
+    Endpoint::parse(issuer).map_err(bad)?;
     let discovery = Endpoint::parse(&format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))).map_err(bad)?;
-    Ok(DocsSettings { issuer, discovery, cluster: non_empty("idp_cluster", &raw.idp_cluster)?, timeout_ms: timeout(raw)? })
+    Ok(DocsSettings { issuer: issuer.to_string(), discovery, cluster, timeout_ms, jwks: None })
+}
+
+/// `issuers_allowed` (URLs like `issuer`; the policy's own issuer is always allowed) and
+/// `extra_jwks_uris` (http(s) URLs, fetched through `idp_cluster`); none listed twice.
+fn key_sources(raw: &mut Raw, own: &DocsSettings) -> Result<KeySources, ConfigError> {
+    let mut out = KeySources { allowed: Vec::new(), extra: Vec::new() };
+    for (key, list) in [("issuers_allowed", raw.issuers_allowed.take()), ("extra_jwks_uris", raw.extra_jwks_uris.take())] {
+        let list = list.unwrap_or_default();
+        for (i, u) in list.iter().enumerate() {
+            let u = u.trim();
+            if list.iter().take(i).any(|o| o.trim() == u) {
+                return ConfigError::err(format!("`{key}`: `{u}` is listed twice"));
+            }
+            if key == "extra_jwks_uris" {
+                let jwks = Endpoint::parse(u).map_err(|e| ConfigError(format!("`{key}`: {e}")))?;
+                out.extra.push(DocsSettings { jwks: Some(jwks), ..own.clone() });
+            } else if u != own.issuer {
+                out.allowed.push(discovered(key, u, own.cluster.clone(), own.timeout_ms)?);
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn timeout(raw: &Raw) -> Result<u64, ConfigError> {
@@ -295,6 +383,7 @@ fn policy(mut raw: Raw, docs: &DocsSettings, name: &str) -> Result<Policy, Confi
         issuer_id: 0,
         methods,
         issuer: docs.issuer.clone(),
+        trusted: Vec::new(),
         scope,
         cache_tokens: raw.cache_tokens,
         upstream: upstream(&mut raw, &bearer)?,

@@ -66,6 +66,8 @@ pub struct Raw {
     pub bearer_token_param_type: Vec<String>,
     pub bearer_token_cookie_name: Option<String>,
     pub leeway: u64,
+    pub issuers_allowed: Option<Vec<String>>,
+    pub extra_jwks_uris: Option<Vec<String>>,
     pub scopes_required: Option<Vec<String>>,
     pub scopes_claim: Vec<String>,
     pub audience_required: Option<Vec<String>>,

@@ -273,3 +273,66 @@ fn one_policy_plans_choose_nothing() {
     assert!(!p.chooses());
     assert_eq!(p.issuers.len(), 1);
 }
+
+#[test]
+fn allowed_issuers_and_extra_key_sets_become_issuers_of_the_plan() {
+    let p = parse(
+        "client_id: c
+issuers_allowed: ['https://idp.example.com', 'https://idp-b.example.com', 'https://realm-2.example.com']
+extra_jwks_uris: ['https://keys.example.com/extra.json']
+policies:
+  partner: {issuer: 'https://idp-b.example.com', idp_cluster: idp-b, issuers_allowed: null, extra_jwks_uris: null}
+  more: {extra_jwks_uris: ['https://keys.example.com/extra.json', 'https://keys.example.com/more.json']}
+",
+    )
+    .unwrap();
+    let at = |i: usize| &p.issuers[i];
+    let own = &p.policy.trusted;
+    // its own issuer first (listing it in issuers_allowed changes nothing), with its extra key set
+    assert_eq!(
+        own.iter().map(|t| t.issuer.as_str()).collect::<Vec<_>>(),
+        ["https://idp.example.com", "https://idp-b.example.com", "https://realm-2.example.com"]
+    );
+    assert_eq!(own[0].docs[0], p.policy.issuer_id);
+    let extra = at(own[0].docs[1]);
+    assert_eq!((extra.issuer.as_str(), extra.cluster.as_str()), ("https://idp.example.com", "idp"));
+    assert_eq!(extra.jwks.as_ref().map(|e| e.path.as_str()), Some("/extra.json"));
+    // an issuer another policy has: its documents, through its cluster (declared later)
+    let partner = p.get(p.find("partner").unwrap()).unwrap();
+    assert_eq!(own[1].docs, [partner.issuer_id]);
+    assert_eq!(at(partner.issuer_id).cluster, "idp-b");
+    assert_eq!(partner.trusted.len(), 1, "null takes the lists back");
+    assert_eq!(partner.trusted[0].docs, [partner.issuer_id]);
+    // one no policy has: discovered through the allowing policy's cluster
+    let realm = at(own[2].docs[0]);
+    assert_eq!(
+        (realm.cluster.as_str(), realm.discovery.url.as_str(), realm.jwks.is_none()),
+        ("idp", "https://realm-2.example.com/.well-known/openid-configuration", true)
+    );
+    assert!(own[1..].iter().all(|t| t.docs.len() == 1), "another issuer has no extra key set");
+    // the same key set and allowed issuer in two policies: fetched once
+    let more = p.get(p.find("more").unwrap()).unwrap();
+    assert_eq!(more.trusted[0].docs[1], own[0].docs[1]);
+    assert_eq!(more.trusted[2].docs, own[2].docs);
+    assert_eq!(p.issuers.len(), 5, "idp, idp-b, the extra key set, realm-2, the second extra key set");
+}
+
+#[test]
+fn allowed_issuers_and_extra_key_sets_are_checked() {
+    for (extra, key, why) in [
+        ("issuers_allowed: ['https://b', 'https://b']", "`issuers_allowed`", "listed twice"),
+        ("issuers_allowed: ['ftp://b']", "`issuers_allowed`", "http(s)"),
+        ("issuers_allowed: ['']", "`issuers_allowed`", "URL"),
+        ("issuers_allowed: 'https://b'", "issuers_allowed", "sequence"),
+        ("extra_jwks_uris: ['https://k/1', ' https://k/1']", "`extra_jwks_uris`", "listed twice"),
+        ("extra_jwks_uris: ['https://user@k/1']", "`extra_jwks_uris`", "user info"),
+        ("extra_jwks_uris: ['keys.json']", "`extra_jwks_uris`", "URL"),
+    ] {
+        let m = msg(&format!("client_id: c\n{extra}\n"));
+        assert!(m.contains(key) && m.contains(why), "{extra}: {m}");
+    }
+    let m = msg("client_id: c\npolicies:\n  api: {issuers_allowed: ['https://b', 'https://b']}\n");
+    assert!(m.contains("policies.api") && m.contains("`issuers_allowed`"), "{m}");
+    let p = parse("client_id: c\nissuers_allowed: []\nextra_jwks_uris: []\n").unwrap();
+    assert_eq!((p.policy.trusted.len(), p.issuers.len()), (1, 1));
+}

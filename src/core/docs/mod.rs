@@ -13,6 +13,13 @@
 //!   the answer", or "unavailable". A request that has to wait therefore always waits on a
 //!   call of its own (a host may let a request through once its own calls are answered).
 //!
+//! A [`Docs`] whose settings carry a fixed `jwks` URL is a key set without discovery: each
+//! `extra_jwks_uris` entry of a policy is one, listed in the plan's issuers like a real
+//! issuer, so it is fetched once per process, shared, refreshed and re-fetched on an unknown
+//! `kid` by the very same protocol (a list of extra key-set slots inside one [`Docs`] would
+//! have needed a second kind of slot, lease and re-fetch throttle). It is stored under its
+//! URL, never under an issuer's key.
+//!
 //! The lease in shared data ([`lease::Lease`], taken with compare-and-swap) makes one worker
 //! of the process fetch, and spaces retries after failures for all of them. A request that
 //! needs a document while another worker fetches it may fetch it too, as a follower: at most
@@ -49,6 +56,15 @@ pub struct DocsSettings {
     /// `idp_cluster`.
     pub cluster: String,
     pub timeout_ms: u64,
+    /// A fixed key set (an `extra_jwks_uris` entry of `issuer`): no discovery.
+    pub jwks: Option<Endpoint>,
+}
+
+impl DocsSettings {
+    /// What the documents are of, for keys and logs: the issuer, or the fixed key set's URL.
+    pub fn source(&self) -> &str {
+        self.jwks.as_ref().map_or(&self.issuer, |e| &e.url)
+    }
 }
 
 /// Which document.
@@ -244,7 +260,7 @@ impl Docs {
     /// `me` identifies this worker in leases (any number unique in the process).
     pub fn new(settings: DocsSettings, me: u64) -> Self {
         let discovery = Slot::new(&settings.issuer, "discovery");
-        let jwks = Slot::new(&settings.issuer, "jwks");
+        let jwks = Slot::new(settings.source(), if settings.jwks.is_some() { "extra-jwks" } else { "jwks" });
         Docs { settings, me: me | 1, discovery, jwks, metrics: Metrics::default(), log: Log::default() }
     }
 
@@ -272,7 +288,7 @@ impl Docs {
         self.adopt::<Metadata>(store);
         self.adopt::<KeySet>(store);
         let mut calls = Vec::new();
-        if self.discovery.stale(now) && self.discovery.meta.root.is_none() {
+        if self.settings.jwks.is_none() && self.discovery.stale(now) && self.discovery.meta.root.is_none() {
             calls.extend(self.background(store, Kind::Discovery, now));
         }
         if self.jwks_uri().is_some() && self.jwks.stale(now) && self.jwks.meta.root.is_none() {
@@ -295,7 +311,7 @@ impl Docs {
     /// fetched before it.
     pub fn poll_timeout(&self) -> u64 {
         let due = |adopted: Option<u64>, due_ms: u64| adopted.map_or(due_ms, |at| at.saturating_add(REFRESH_AFTER_MS));
-        let d = due(self.discovery.fetched_at(), self.discovery.meta.due_ms);
+        let d = if self.settings.jwks.is_some() { u64::MAX } else { due(self.discovery.fetched_at(), self.discovery.meta.due_ms) };
         let j = due(self.jwks.fetched_at(), self.jwks.meta.due_ms);
         d.min(j)
     }
@@ -334,6 +350,19 @@ impl Docs {
         }
     }
 
+    /// The key set for a request, with the discovery document first when it is missing (a
+    /// fixed key set needs none): the issuer of a bearer token other than the policy's own.
+    pub fn keys_or_discovery(&mut self, store: &mut dyn Store, now: u64) -> Need<KeySet> {
+        if self.settings.jwks.is_none() {
+            match self.metadata(store, now) {
+                Need::Ready(_) => {}
+                Need::Fetch(f, call) => return Need::Fetch(f, call),
+                Need::Unavailable => return Need::Unavailable,
+            }
+        }
+        self.keys(store, now)
+    }
+
     /// A token names a key the set does not have: a newer stored set, a re-fetch for the
     /// request to make, or no (throttled).
     pub fn refetch_keys(&mut self, store: &mut dyn Store, now: u64) -> Refetch {
@@ -367,7 +396,8 @@ impl Docs {
     }
 
     fn jwks_uri(&self) -> Option<&Endpoint> {
-        self.discovery.adopted.as_ref().and_then(|a| a.value.jwks_uri.as_ref())
+        let discovered = || self.discovery.adopted.as_ref().and_then(|a| a.value.jwks_uri.as_ref());
+        self.settings.jwks.as_ref().or_else(discovered)
     }
 
     fn call(&self, kind: Kind) -> Option<IdpCall> {
@@ -531,7 +561,7 @@ impl Docs {
                 }
                 let (slot, log, settings) = T::split(self);
                 slot.adopted = Some(Adopted { value: Rc::new(value), cas, fetched_at_ms: now });
-                log.push(Level::Info, format!("fetched {kind:?} from {}", settings.issuer));
+                log.push(Level::Info, format!("fetched {kind:?} from {}", settings.source()));
                 Ok(())
             }
             Err(e) => {
@@ -547,6 +577,33 @@ impl Docs {
                 self.log.push(Level::Warn, format!("{kind:?} fetch failed: {e}; {when}"));
                 Err(e)
             }
+        }
+    }
+}
+
+/// The documents of a plan's other issuers, beside one policy's own: lent to a request
+/// whose bearer token comes from another allowed issuer, or is signed by an extra key set.
+#[derive(Default)]
+pub struct OtherDocs<'a> {
+    before: &'a mut [Docs],
+    after: &'a mut [Docs],
+}
+
+impl<'a> OtherDocs<'a> {
+    /// Splits `all` (one per issuer of the plan) into issuer `own`'s documents and the others.
+    pub fn split(all: &'a mut [Docs], own: usize) -> Option<(&'a mut Docs, OtherDocs<'a>)> {
+        let (before, rest) = all.split_at_mut(own.min(all.len()));
+        let (docs, after) = rest.split_first_mut()?;
+        Some((docs, OtherDocs { before, after }))
+    }
+
+    /// Issuer `i`'s documents (index in the plan's issuers), `own` being the policy's.
+    pub fn get<'b>(&'b mut self, own: &'b mut Docs, i: usize) -> Option<&'b mut Docs> {
+        let n = self.before.len();
+        match i.checked_sub(n) {
+            None => self.before.get_mut(i),
+            Some(0) => Some(own),
+            Some(k) => self.after.get_mut(k - 1),
         }
     }
 }

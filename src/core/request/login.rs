@@ -50,7 +50,7 @@ impl Request {
         let meta = metadata!(self, cx, Then::Code(code));
         match cx.docs.keys(cx.store, cx.now_ms) {
             Need::Ready(_) => {}
-            Need::Fetch(fetch, call) => return self.await_keys(cx, fetch, call, KeysFor::Code(code), false),
+            Need::Fetch(fetch, call) => return self.await_keys(cx, fetch, call, KeysFor::Code(code)),
             Need::Unavailable => return self.respond_error(cx, LoginError::KeysUnavailable.into(), false),
         }
         let p = cx.policy;

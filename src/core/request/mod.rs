@@ -24,6 +24,13 @@ macro_rules! metadata {
     };
 }
 
+/// The documents of issuer `$i` of the plan (the policy's own, or another's), if any.
+macro_rules! docs_at {
+    ($cx:ident, $i:expr) => {
+        $cx.others.get(&mut *$cx.docs, $i)
+    };
+}
+
 mod bearer;
 mod grants;
 mod login;
@@ -41,7 +48,7 @@ use crate::core::claims::{self, Claims};
 use crate::core::config::{Policy, PolicyId};
 use crate::core::discovery::Metadata;
 use crate::core::docs::store::Store;
-use crate::core::docs::{Docs, Fetch, Need};
+use crate::core::docs::{Docs, Fetch, Need, OtherDocs};
 use crate::core::error::Error;
 use crate::core::header::Headers;
 use crate::core::idp::{IdpCall, IdpResponse, Purpose};
@@ -132,8 +139,9 @@ impl RequestView for Inputs<'_> {
 pub struct Caches {
     /// Password / client credentials grant results, by [`cache::key`].
     pub grants: Cache<cache::Key, Rc<Identity>>,
-    /// Claims of verified JWT access tokens, with the `kid` that signed them, by token.
-    pub jwts: Cache<Box<str>, (Rc<Claims>, String)>,
+    /// Claims of verified JWT access tokens, with the `kid` that signed them and the key set
+    /// (index in the plan's issuers) that has it, by token.
+    pub jwts: Cache<Box<str>, (Rc<Claims>, String, usize)>,
     /// Introspection answers for active tokens, by token.
     pub introspections: Cache<Box<str>, Rc<Claims>>,
     /// Opened session cookies, by sealed value: AES-GCM runs once per cookie, not per
@@ -164,6 +172,8 @@ pub struct Cx<'a> {
     pub policy_id: PolicyId,
     /// The documents of the policy's issuer.
     pub docs: &'a mut Docs,
+    /// The other issuers' (bearer tokens of `issuers_allowed`, `extra_jwks_uris`).
+    pub others: OtherDocs<'a>,
     pub store: &'a mut dyn Store,
     pub caches: &'a mut Caches,
     pub metrics: &'a mut Metrics,
@@ -203,11 +213,10 @@ enum State {
         fetch: Fetch,
         then: Then,
     },
-    /// Its own key set fetch; `refetch` when the set it had lacked the token's key.
+    /// Its own fetch of a key set (or, for another issuer, of its discovery first).
     Jwks {
         fetch: Fetch,
         then: KeysFor,
-        refetch: bool,
     },
     Introspection,
     Userinfo,
@@ -242,7 +251,10 @@ enum Then {
 /// What a request does once the key set is there.
 #[derive(Debug)]
 enum KeysFor {
-    Bearer,
+    /// Loading key set `.0` of the bearer token's issuer ([`crate::core::config::Trusted::docs`]).
+    Load(usize),
+    /// Re-fetching key set `.0`: none of them had the token's key.
+    Refetch(usize),
     Code(Code),
 }
 
@@ -277,6 +289,8 @@ pub struct Request {
     inflight: Option<Inflight>,
     /// The bearer token (or refresh token) the client presented.
     token: String,
+    /// Which of the policy's [`Policy::trusted`] issuers the bearer JWT claims.
+    jwt_issuer: usize,
     presented: Option<Presented>,
     original: Original,
     peer_cert_sha256: Option<String>,
@@ -371,7 +385,7 @@ impl Request {
                 return None;
             }
             State::Discovery { fetch, then } => self.discovery_answered(cx, fetch, then, resp),
-            State::Jwks { fetch, then, refetch } => self.jwks_answered(cx, fetch, then, refetch, resp),
+            State::Jwks { fetch, then } => self.jwks_answered(cx, fetch, then, resp),
             State::Introspection => self.introspection_answered(cx, resp),
             State::Userinfo => self.userinfo_answered(cx, resp),
             State::Token(grant) => self.token_answered(cx, grant, resp),
@@ -392,7 +406,7 @@ impl Request {
     /// Runs the next step, from a cache, by calling the IdP, or by asking for a document.
     fn run(&mut self, cx: &mut Cx<'_>, then: Then) -> Next {
         match then {
-            Then::Bearer => self.verify_jwt(cx, false),
+            Then::Bearer => self.verify_jwt(cx),
             Then::Introspect => self.introspect(cx),
             Then::Userinfo => self.userinfo(cx),
             Then::Grant(grant) => self.grant(cx, grant),

@@ -62,6 +62,7 @@ impl World {
             policy: &self.plan.policy,
             policy_id: PolicyId(0),
             docs: &mut self.docs,
+            others: Default::default(),
             store: &mut self.store,
             caches: &mut self.caches,
             metrics: &mut self.metrics,

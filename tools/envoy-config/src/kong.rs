@@ -302,7 +302,7 @@ fn kong_only(name: &str) -> Option<Rule> {
         "cache_ttl_max" | "cache_ttl_min" | "cache_ttl_neg" | "cache_ttl_resurrect" => Ignore("null", CACHE),
         "cache_user_info" => Ignore("true", NOT_HERE),
         "token_cache_key_include_scope" => Ignore("false", NOT_HERE),
-        "claims_forbidden" | "domains" | "issuers_allowed" | "max_age" => Ignore("null", NOT_HERE),
+        "claims_forbidden" | "domains" | "max_age" => Ignore("null", NOT_HERE),
         "client_arg" => Ignore(r#""client_id""#, "one client: Kong's choice among several clients does not apply"),
         "cluster_cache_items" => Ignore(r#"["introspection"]"#, CACHE),
         "cluster_cache_strategy" => Ignore(r#""off""#, CACHE),
@@ -330,7 +330,6 @@ fn kong_only(name: &str) -> Option<Rule> {
         "proof_of_possession_dpop" => Ignore(r#""off""#, DPOP),
         "proof_of_possession_auth_methods_validation" => Ignore("true", NOT_HERE),
         "enable_hs_signatures" => Ignore("false", "HMAC-signed tokens are always refused"),
-        "extra_jwks_uris" => Ignore("null", "keys come from the discovered jwks_uri only"),
         "http_proxy" | "http_proxy_authorization" | "https_proxy" | "https_proxy_authorization" | "no_proxy" => Ignore("null", PROXY),
         "http_version" => Ignore("1.1", "the cluster decides the HTTP version of IdP calls"),
         "keepalive" => Ignore("true", "Envoy keeps IdP connections alive"),
@@ -691,6 +690,26 @@ fn special(kong: &Mapping, t: &mut Translation) -> Result<(), String> {
             .unsupported
             .push("client_jwk: give the private key as PEM in client_private_key (and its kid in client_private_key_id)".into()),
         _ => t.defaults.push("client_jwk".into()),
+    }
+
+    // issuers_allowed and extra_jwks_uris are copied; what works otherwise than in Kong is said.
+    let issuer = t.config.get("issuer").and_then(Value::as_str).unwrap_or_default().to_string();
+    let listed = |k: &str| get(k).map(|v| strings(&v)).unwrap_or_default();
+    let others: Vec<String> = listed("issuers_allowed").into_iter().filter(|i| i.trim() != issuer).collect();
+    if !others.is_empty() {
+        t.adjusted.push(format!(
+            "issuers_allowed: {}: each is discovered at its own /.well-known/openid-configuration, and its tokens are verified with its key set only (Kong verifies the tokens of every allowed issuer with the keys of `issuer` and extra_jwks_uris)",
+            others.join(", ")
+        ));
+    }
+    let host = |u: &str| envoy_oidc::core::idp::Endpoint::parse(u.trim()).ok().map(|e| e.authority);
+    for (field, urls) in [("issuers_allowed", others), ("extra_jwks_uris", listed("extra_jwks_uris"))] {
+        for u in urls.iter().filter(|u| host(u) != host(&issuer)) {
+            t.adjusted.push(format!(
+                "{field}: `{u}` is fetched through idp_cluster{}, which connects to the issuer's host: give it a cluster that reaches this one",
+                if field == "issuers_allowed" { " (unless a policy has that issuer)" } else { "" }
+            ));
+        }
     }
 
     // Objects that are defaults unless switched on inside.
@@ -1072,6 +1091,49 @@ plugins:
         let e = translate(&kong_of(r#"{"name":"openid-connect","config":{"issuer":"https://i","auth_methods":["kong_oauth2"]}}"#).plugin)
             .unwrap_err();
         assert!(e.contains("auth_methods"), "{e}");
+    }
+
+    #[test]
+    fn issuers_allowed_and_extra_jwks_uris_are_carried_over() {
+        let t = translate(
+            &kong_of(
+                r#"{"name":"openid-connect","config":{"issuer":"https://kc.example.com/realms/a","client_id":["c"],
+                "auth_methods":["bearer"],
+                "issuers_allowed":["https://kc.example.com/realms/a","https://kc.example.com/realms/b","https://other.example.com"],
+                "extra_jwks_uris":["https://kc.example.com/realms/a/extra","https://keys.example.net/jwks.json"]}}"#,
+            )
+            .plugin,
+        )
+        .unwrap();
+        assert_eq!(
+            t.config.get("issuers_allowed"),
+            Some(&yaml("[https://kc.example.com/realms/a, https://kc.example.com/realms/b, https://other.example.com]"))
+        );
+        assert_eq!(
+            t.config.get("extra_jwks_uris"),
+            Some(&yaml("[https://kc.example.com/realms/a/extra, https://keys.example.net/jwks.json]"))
+        );
+        assert!(t.unsupported.is_empty(), "{:?}", t.unsupported);
+        let adjusted = t.adjusted.join("\n");
+        assert!(
+            adjusted.contains("issuers_allowed: https://kc.example.com/realms/b, https://other.example.com: each is discovered"),
+            "{adjusted}"
+        );
+        // the realm on the issuer's host needs nothing; the other hosts need a cluster
+        assert!(adjusted.contains("`https://other.example.com` is fetched through idp_cluster (unless"), "{adjusted}");
+        assert!(adjusted.contains("extra_jwks_uris: `https://keys.example.net/jwks.json` is fetched"), "{adjusted}");
+        assert!(!adjusted.contains("`https://kc.example.com/realms/b` is fetched") && !adjusted.contains("a/extra` is"), "{adjusted}");
+        // the filter takes the result
+        let mut ours = t.config.clone();
+        ours.insert("idp_cluster".into(), "idp".into());
+        let plan = envoy_oidc::core::config::Plan::parse(serde_yaml_ng::to_string(&Value::Mapping(ours)).unwrap().as_bytes()).unwrap();
+        assert_eq!(plan.policy.trusted.len(), 3);
+        assert_eq!(plan.policy.trusted[0].docs.len(), 3);
+        // only the own issuer: nothing to say; unset: dropped as a default
+        let t = translate_one("issuers_allowed", r#"["https://i"]"#).unwrap();
+        assert!(t.adjusted.iter().all(|a| !a.contains("issuers_allowed")), "{:?}", t.adjusted);
+        let t = translate_one("extra_jwks_uris", "[]").unwrap();
+        assert!(t.config.get("extra_jwks_uris").is_none() && t.defaults.iter().any(|d| d == "extra_jwks_uris"));
     }
 
     #[test]
