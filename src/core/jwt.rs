@@ -6,7 +6,10 @@
 //! `iss` must be the issuer whose key set it is (the caller chooses the set by the token's
 //! `iss`, [`issuer`]), `exp` is required, `exp`/`nbf`/`iat` are checked with
 //! `leeway`. RSA signatures are checked by [`crate::core::rsa`] (the hot path: most IdPs sign
-//! with RS256), the others by `jwt-simple`.
+//! with RS256), the others by `jwt-simple`; with the `ring` feature (the native build, where
+//! a native crypto library is several times faster), every signature is checked by `ring`.
+//! Which keys a JWK yields, and so which tokens pass, is the same in both builds: keys are
+//! accepted by the same checks ([`build`]) before either library sees them.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -46,6 +49,9 @@ enum Verifier {
     Es256(ES256PublicKey),
     Es384(ES384PublicKey),
     EdDsa(Ed25519PublicKey),
+    /// Any algorithm, checked by `ring` (the native build).
+    #[cfg(feature = "ring")]
+    Ring(ring_keys::Key),
 }
 
 impl Verifier {
@@ -66,6 +72,56 @@ impl Verifier {
             Verifier::Es256(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
             Verifier::Es384(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
             Verifier::EdDsa(k) => k.verify_token::<NoCustomClaims>(token, o).is_ok(),
+            #[cfg(feature = "ring")]
+            Verifier::Ring(k) => k.verify(token),
+        }
+    }
+}
+
+/// Signature checks by `ring`, for keys [`build`] accepted.
+#[cfg(feature = "ring")]
+mod ring_keys {
+    use base64::Engine;
+    use ring::signature::{self, RsaParameters, RsaPublicKeyComponents, UnparsedPublicKey, VerificationAlgorithm};
+
+    pub enum Key {
+        Rsa { n: std::rc::Rc<[u8]>, e: std::rc::Rc<[u8]>, params: &'static RsaParameters },
+        Other { alg: &'static dyn VerificationAlgorithm, public: Vec<u8> },
+    }
+
+    impl Key {
+        /// For JWS algorithm `alg` (one of [`super::ASYMMETRIC`]).
+        pub fn rsa(n: std::rc::Rc<[u8]>, e: std::rc::Rc<[u8]>, alg: &str) -> Option<Key> {
+            let params = match alg {
+                "RS256" => &signature::RSA_PKCS1_2048_8192_SHA256,
+                "RS384" => &signature::RSA_PKCS1_2048_8192_SHA384,
+                "RS512" => &signature::RSA_PKCS1_2048_8192_SHA512,
+                "PS256" => &signature::RSA_PSS_2048_8192_SHA256,
+                "PS384" => &signature::RSA_PSS_2048_8192_SHA384,
+                "PS512" => &signature::RSA_PSS_2048_8192_SHA512,
+                _ => return None,
+            };
+            Some(Key::Rsa { n, e, params })
+        }
+
+        /// `public`: the uncompressed EC point, or the Ed25519 key.
+        pub fn other(alg: &str, public: Vec<u8>) -> Option<Key> {
+            let alg: &'static dyn VerificationAlgorithm = match alg {
+                "ES256" => &signature::ECDSA_P256_SHA256_FIXED,
+                "ES384" => &signature::ECDSA_P384_SHA384_FIXED,
+                "EdDSA" => &signature::ED25519,
+                _ => return None,
+            };
+            Some(Key::Other { alg, public })
+        }
+
+        pub fn verify(&self, token: &str) -> bool {
+            let Some((signed, sig)) = token.rsplit_once('.') else { return false };
+            let Ok(sig) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sig) else { return false };
+            match self {
+                Key::Rsa { n, e, params } => RsaPublicKeyComponents { n: &**n, e: &**e }.verify(params, signed.as_bytes(), &sig).is_ok(),
+                Key::Other { alg, public } => UnparsedPublicKey::new(*alg, public).verify(signed.as_bytes(), &sig).is_ok(),
+            }
         }
     }
 }
@@ -232,9 +288,29 @@ fn claims_hold(claims: &Claims, expect: &Expect<'_>) -> bool {
     in_time && issuer && audience && nonce
 }
 
+/// The verifier of `k` for `alg`, when the JWK is a usable key for it.
+fn build(k: &RawJwk, alg: &'static str, rsa_key: &mut Option<Option<Rc<rsa::PublicKey>>>) -> Option<Verifier> {
+    let own = build_own(k, alg, rsa_key)?;
+    #[cfg(feature = "ring")]
+    {
+        // Accepted by the same checks as in Wasm, then handed to `ring`.
+        drop(own);
+        let strip =
+            |v: Vec<u8>| -> Rc<[u8]> { v.iter().position(|b| *b != 0).map_or(Rc::from(&[][..]), |i| Rc::from(v.get(i..).unwrap_or(&[]))) };
+        match k.kty.as_str() {
+            "RSA" => ring_keys::Key::rsa(strip(b64(&k.n)?), strip(b64(&k.e)?), alg),
+            "EC" => ring_keys::Key::other(alg, [&[4u8][..], &b64(&k.x)?, &b64(&k.y)?].concat()),
+            _ => ring_keys::Key::other(alg, b64(&k.x)?),
+        }
+        .map(Verifier::Ring)
+    }
+    #[cfg(not(feature = "ring"))]
+    Some(own)
+}
+
 /// Prepares each RSA key once for all the algorithms its JWK allows (computing `R² mod n`
 /// is the costly part).
-fn build(k: &RawJwk, alg: &'static str, rsa_key: &mut Option<Option<Rc<rsa::PublicKey>>>) -> Option<Verifier> {
+fn build_own(k: &RawJwk, alg: &'static str, rsa_key: &mut Option<Option<Rc<rsa::PublicKey>>>) -> Option<Verifier> {
     match (k.kty.as_str(), alg) {
         ("RSA", _) if alg.starts_with("RS") || alg.starts_with("PS") => {
             let key = rsa_key
