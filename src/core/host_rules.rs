@@ -116,6 +116,25 @@ fn a_request_before_the_first_tick_makes_its_own_calls_and_decides_in_its_own_co
 }
 
 #[test]
+fn a_burst_while_the_first_fetch_is_under_way_waits_on_calls_of_its_own_not_503() {
+    // Envoy has just started (or a configuration was pushed) under load: the first tick's
+    // fetch is in flight when 40 requests arrive on one worker. Each follows with a call of
+    // its own; none is refused for want of a document that is about to arrive.
+    let (_, jwks) = key("k1");
+    let mut sim = sim(2, true, &jwks);
+    sim.idp.latency_ms = 50;
+    sim.run_until(T0 + TICK_MS + 1);
+    let ids: Vec<usize> = (0..40).map(|i| sim.request(i % 2, &basic())).collect();
+    sim.run_for(1_000);
+    for id in ids {
+        assert_eq!(status(&sim, id), 200, "request {id}: {:?}", sim.outcome(id));
+    }
+    let hits = sim.idp.hits(Purpose::Discovery);
+    assert!(hits <= 1 + 2 * crate::core::docs::FOLLOWERS_FIRST_LOAD, "{hits}");
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+}
+
+#[test]
 fn a_rotated_key_set_lands_although_every_write_needs_its_cas() {
     // Kong: a CAS-0 write to an existing key fails. A worker that wrote the new key set
     // without reading its CAS first would never store it; the other would never see it.

@@ -23,8 +23,11 @@
 //! The lease in shared data ([`lease::Lease`], taken with compare-and-swap) makes one worker
 //! of the process fetch, and spaces retries after failures for all of them. A request that
 //! needs a document while another worker fetches it may fetch it too, as a follower: at most
-//! [`FOLLOWERS`] at a time per worker, so a flood of tokens with unknown keys cannot become
-//! a flood of calls to the IdP.
+//! [`FOLLOWERS`] at a time per worker to re-fetch a key set, so a flood of tokens with unknown
+//! keys cannot become a flood of calls to the IdP, and at most [`FOLLOWERS_FIRST_LOAD`] while
+//! the document is missing here (Envoy started, a configuration was pushed): every request
+//! then needs it, and a burst of traffic must not meet a burst of 503s. A request beyond
+//! that gets `503` at once.
 
 pub mod lease;
 pub mod store;
@@ -43,9 +46,12 @@ use store::{Cas, Store};
 /// Least time between two JWKS fetches caused by unknown keys (process-wide: the time is
 /// the stored document's).
 pub const KEYS_REFETCH_MIN_MS: u64 = 2_000;
-/// Calls for requests that one worker may have in flight for one document while another
-/// worker's fetch is under way.
+/// Calls for requests that one worker may have in flight for one document it has while
+/// another worker's fetch is under way (a key set re-fetched for an unknown `kid`).
 pub const FOLLOWERS: usize = 4;
+/// The same while this worker has no copy of the document yet: the IdP sees at most this
+/// many extra calls per worker for a first load, however heavy the traffic.
+pub const FOLLOWERS_FIRST_LOAD: usize = 64;
 
 /// Where one issuer's documents come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,7 +187,7 @@ struct SlotMeta {
     /// When the root's background fetch was sent.
     root: Option<u64>,
     /// When each follower call was sent.
-    followers: [Option<u64>; FOLLOWERS],
+    followers: [Option<u64>; FOLLOWERS_FIRST_LOAD],
     /// Last re-fetch started or failed here (JWKS).
     last_attempt_ms: u64,
     /// When the lease next allows a fetch, as last read (test oracle).
@@ -217,7 +223,7 @@ impl<T> Slot<T> {
             key,
             rejected: None,
             root: None,
-            followers: [None; FOLLOWERS],
+            followers: [None; FOLLOWERS_FIRST_LOAD],
             last_attempt_ms: 0,
             due_ms: 0,
         };
@@ -425,8 +431,9 @@ impl Docs {
         let (lease, follower) = match self.claim(store, kind, now, true) {
             Claim::Taken(lease) => (Some(lease), None),
             Claim::Fetching => {
+                let limit = if self.has(kind) { FOLLOWERS } else { FOLLOWERS_FIRST_LOAD };
                 let slot = self.meta(kind);
-                let Some(i) = slot.followers.iter().position(Option::is_none) else { return Need::Unavailable };
+                let Some(i) = slot.followers.iter().take(limit).position(Option::is_none) else { return Need::Unavailable };
                 if let Some(f) = slot.followers.get_mut(i) {
                     *f = Some(now);
                 }
@@ -436,6 +443,14 @@ impl Docs {
         };
         self.started(kind);
         Need::Fetch(Fetch { kind, lease, sent_ms: now, origin: Origin::Request { follower } }, call)
+    }
+
+    /// Whether this worker has adopted a copy of the document.
+    fn has(&self, kind: Kind) -> bool {
+        match kind {
+            Kind::Discovery => self.discovery.adopted.is_some(),
+            Kind::Jwks => self.jwks.adopted.is_some(),
+        }
     }
 
     fn started(&mut self, kind: Kind) {
