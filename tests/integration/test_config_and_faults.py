@@ -98,6 +98,26 @@ def test_a_request_before_discovery_waits_for_its_own_fetch(envoy, standin, upst
     assert 1.2 < took < 6, took
 
 
+def test_a_burst_at_start_waits_for_discovery_instead_of_503(envoy, standin, upstream):
+    """Envoy has just started under load: 24 requests arrive together while discovery is
+    still being fetched (slowly). Each waits on a call of its own and is served; none gets
+    503 for a document that is about to arrive."""
+    standin.delays["/.well-known/openid-configuration"] = 1.0
+    proxy = envoy(mtls_config(standin, timeout=8000), idp=standin)
+    statuses = []
+
+    def one():
+        statuses.append(proxy.get("/", auth=("john", "doe"), timeout=15).status_code)
+    threads = [threading.Thread(target=one) for _ in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [200] * 24, statuses
+    # each request made at most one call of its own: the IdP saw a bounded burst
+    assert standin.hits["/.well-known/openid-configuration"] <= 25, standin.hits
+
+
 def test_discovery_wait_is_bounded_by_timeout(envoy, upstream, pki):
     port = closed_port()
     down = harness.IdP(None, port, f"https://localhost:{port}", pki)
