@@ -186,21 +186,12 @@ fn fill_clusters(s: &mut Split, verify: &[bool], notes: &mut Vec<String>) -> boo
         let eff = effective(&s.top, own);
         let issuer = eff.get("issuer").cloned();
         if !set(own, "idp_cluster") {
-            let known = idp.iter().find(|(i, _)| *i == issuer).map(|(_, c)| c.clone());
-            let want = known.clone().unwrap_or_else(|| format!("{DEFAULT_IDP_CLUSTER}-{name}").into());
-            if eff.get("idp_cluster") != Some(&want) {
-                own.insert("idp_cluster".into(), want.clone());
-                changed = true;
-                if known.is_none() {
-                    notes.push(format!(
-                        "policies.{name}.idp_cluster: not set and its issuer is not the default policy's; the rendered cluster is `{}`",
-                        want.as_str().unwrap_or_default()
-                    ));
-                }
-            }
-            if known.is_none() {
-                idp.push((issuer.clone(), want));
-            }
+            let unset = Unset {
+                field: "idp_cluster",
+                new_name: format!("{DEFAULT_IDP_CLUSTER}-{name}"),
+                why: "its issuer is not the default policy's",
+            };
+            changed |= assign_cluster(own, &eff, &mut idp, issuer.clone(), unset, &name, notes);
         } else if !idp.iter().any(|(i, _)| *i == issuer) {
             idp.push((issuer.clone(), own.get("idp_cluster").cloned().unwrap_or_default()));
         }
@@ -220,22 +211,53 @@ fn fill_clusters(s: &mut Split, verify: &[bool], notes: &mut Vec<String>) -> boo
                 changed = true;
             }
         } else {
-            let known = mtls.iter().find(|(k, _)| *k == key).map(|(_, c)| c.clone());
-            let want = known.clone().unwrap_or_else(|| format!("{DEFAULT_IDP_CLUSTER}-{name}-mtls").into());
-            if eff.get("tls_client_auth_cluster") != Some(&want) {
-                own.insert("tls_client_auth_cluster".into(), want.clone());
-                changed = true;
-                if known.is_none() {
-                    notes.push(format!(
-                        "policies.{name}.tls_client_auth_cluster: not set and its client-certificate calls are not the default policy's; the rendered cluster is `{}`",
-                        want.as_str().unwrap_or_default()
-                    ));
-                }
-            }
-            if known.is_none() {
-                mtls.push((key, want));
-            }
+            let unset = Unset {
+                field: "tls_client_auth_cluster",
+                new_name: format!("{DEFAULT_IDP_CLUSTER}-{name}-mtls"),
+                why: "its client-certificate calls are not the default policy's",
+            };
+            changed |= assign_cluster(own, &eff, &mut mtls, key, unset, &name, notes);
         }
+    }
+    changed
+}
+
+/// A cluster field a named policy leaves unset: the name it gets when no policy before it
+/// has the same `key`, and why that is so (for the note).
+struct Unset {
+    field: &'static str,
+    new_name: String,
+    why: &'static str,
+}
+
+/// Sets `unset.field` of policy `name` to the cluster of the first policy with the same
+/// `key` in `table` (issuer → cluster, or client-certificate endpoints → cluster), else to
+/// a new cluster, recorded in `table` and noted. Whether the policy changed.
+fn assign_cluster<K: PartialEq>(
+    own: &mut Mapping,
+    eff: &Mapping,
+    table: &mut Vec<(K, Value)>,
+    key: K,
+    unset: Unset,
+    name: &str,
+    notes: &mut Vec<String>,
+) -> bool {
+    let known = table.iter().find(|(k, _)| *k == key).map(|(_, c)| c.clone());
+    let want = known.clone().unwrap_or_else(|| unset.new_name.into());
+    let changed = eff.get(unset.field) != Some(&want);
+    if changed {
+        own.insert(unset.field.into(), want.clone());
+        if known.is_none() {
+            notes.push(format!(
+                "policies.{name}.{}: not set and {}; the rendered cluster is `{}`",
+                unset.field,
+                unset.why,
+                want.as_str().unwrap_or_default()
+            ));
+        }
+    }
+    if known.is_none() {
+        table.push((key, want));
     }
     changed
 }
