@@ -202,6 +202,44 @@ extern "C" {
     ) -> u32;
 }
 
+/// `http_filter_http_callout` and `http_filter_config_http_callout`: the same call on a
+/// stream's or a configuration's handle.
+type CalloutFn = unsafe extern "C" fn(*mut c_void, *mut u64, module_buffer, *mut module_http_header, usize, module_buffer, u64) -> u32;
+
+/// The counter and histogram callbacks, on a stream's or a configuration's handle.
+type MetricFn = unsafe extern "C" fn(*mut c_void, usize, *mut module_buffer, usize, u64) -> u32;
+
+/// Starts a callout with `f`; Envoy's callout id, or its refusal.
+///
+/// # Safety
+/// `handle` is the handle `f` takes, valid during the running hook.
+unsafe fn start_callout(
+    f: CalloutFn,
+    handle: *mut c_void,
+    cluster: &str,
+    headers: &mut [module_http_header],
+    body: &[u8],
+    timeout_ms: u64,
+) -> Result<u64, u32> {
+    let mut id = 0u64;
+    // Buffers outlive the call.
+    let r =
+        f(handle, &mut id, module_buffer::of(cluster.as_bytes()), headers.as_mut_ptr(), headers.len(), module_buffer::of(body), timeout_ms);
+    if r == CALLOUT_INIT_SUCCESS {
+        Ok(id)
+    } else {
+        Err(r)
+    }
+}
+
+/// Adds `v` to metric `id` with `f` (no labels).
+///
+/// # Safety
+/// `handle` is the handle `f` takes, valid during the running hook.
+unsafe fn add_to_metric(f: MetricFn, handle: *mut c_void, id: usize, v: u64) {
+    f(handle, id, std::ptr::null_mut(), 0, v);
+}
+
 /// The bytes of an Envoy buffer.
 ///
 /// # Safety
@@ -312,36 +350,19 @@ impl Filter {
 
     /// Calls `cluster`; Envoy's callout id, or its refusal.
     pub fn callout(&self, cluster: &str, headers: &mut [module_http_header], body: &[u8], timeout_ms: u64) -> Result<u64, u32> {
-        let mut id = 0u64;
-        // SAFETY: the stream of the running hook; buffers outlive the call.
-        let r = unsafe {
-            envoy_dynamic_module_callback_http_filter_http_callout(
-                self.0,
-                &mut id,
-                module_buffer::of(cluster.as_bytes()),
-                headers.as_mut_ptr(),
-                headers.len(),
-                module_buffer::of(body),
-                timeout_ms,
-            )
-        };
-        if r == CALLOUT_INIT_SUCCESS {
-            Ok(id)
-        } else {
-            Err(r)
-        }
+        // SAFETY: the stream of the running hook, the handle this callback takes.
+        unsafe { start_callout(envoy_dynamic_module_callback_http_filter_http_callout, self.0, cluster, headers, body, timeout_ms) }
     }
 
     /// Adds `v` to metric `id` (a counter, or a histogram's sample).
     pub fn publish(&self, id: usize, v: u64, histogram: bool) {
-        // SAFETY: the stream of the running hook; no labels.
-        unsafe {
-            if histogram {
-                envoy_dynamic_module_callback_http_filter_record_histogram_value(self.0, id, std::ptr::null_mut(), 0, v);
-            } else {
-                envoy_dynamic_module_callback_http_filter_increment_counter(self.0, id, std::ptr::null_mut(), 0, v);
-            }
-        }
+        let f: MetricFn = if histogram {
+            envoy_dynamic_module_callback_http_filter_record_histogram_value
+        } else {
+            envoy_dynamic_module_callback_http_filter_increment_counter
+        };
+        // SAFETY: the stream of the running hook, the handle these callbacks take.
+        unsafe { add_to_metric(f, self.0, id, v) }
     }
 }
 
@@ -367,36 +388,19 @@ impl Config {
     }
 
     pub fn publish(&self, id: usize, v: u64, histogram: bool) {
-        // SAFETY: the configuration of the running main-thread hook; no labels.
-        unsafe {
-            if histogram {
-                envoy_dynamic_module_callback_http_filter_config_record_histogram_value(self.0, id, std::ptr::null_mut(), 0, v);
-            } else {
-                envoy_dynamic_module_callback_http_filter_config_increment_counter(self.0, id, std::ptr::null_mut(), 0, v);
-            }
-        }
+        let f: MetricFn = if histogram {
+            envoy_dynamic_module_callback_http_filter_config_record_histogram_value
+        } else {
+            envoy_dynamic_module_callback_http_filter_config_increment_counter
+        };
+        // SAFETY: the configuration of the running main-thread hook, the handle these take.
+        unsafe { add_to_metric(f, self.0, id, v) }
     }
 
     /// Calls `cluster` from the main thread; the answer comes to `config_http_callout_done`.
     pub fn callout(&self, cluster: &str, headers: &mut [module_http_header], body: &[u8], timeout_ms: u64) -> Result<u64, u32> {
-        let mut id = 0u64;
-        // SAFETY: the configuration of the running main-thread hook; buffers outlive the call.
-        let r = unsafe {
-            envoy_dynamic_module_callback_http_filter_config_http_callout(
-                self.0,
-                &mut id,
-                module_buffer::of(cluster.as_bytes()),
-                headers.as_mut_ptr(),
-                headers.len(),
-                module_buffer::of(body),
-                timeout_ms,
-            )
-        };
-        if r == CALLOUT_INIT_SUCCESS {
-            Ok(id)
-        } else {
-            Err(r)
-        }
+        // SAFETY: the configuration of the running main-thread hook, the handle this takes.
+        unsafe { start_callout(envoy_dynamic_module_callback_http_filter_config_http_callout, self.0, cluster, headers, body, timeout_ms) }
     }
 
     /// A scheduler whose commits run `config_scheduled` on the main thread.
