@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = format!("{b:?}");
     }
     let all = BearerSources { header: true, query: true, cookie: Some("at".into()) };
-    if let Some((token, _)) = credentials::bearer(&all, authorization.as_deref(), path.as_deref(), cookie.as_deref()) {
+    if let Some(credentials::Found { token, .. }) = credentials::bearer(&all, authorization.as_deref(), path.as_deref(), cookie.as_deref()) {
         assert!(!token.is_empty() && !token.chars().any(char::is_control), "{token:?}");
     }
     if let Some(p) = &path {

@@ -31,31 +31,103 @@ pub enum Source {
 /// Query argument that carries a bearer token (RFC 6750 2.3).
 pub const QUERY_PARAM: &str = "access_token";
 
-/// Whether `v` can be a token: not empty, no control characters (percent-decoding can
-/// yield `%0D%0A`, which the token would carry into the IdP request and upstream headers).
-fn token(v: &str) -> bool {
-    !v.is_empty() && !v.chars().any(char::is_control)
+/// A bearer token the client sent, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub token: String,
+    pub source: Source,
+    /// Shaped like a compact JWS (see [`shape`]): checked locally, else by introspection.
+    pub jwt: bool,
 }
 
+/// What a bearer token looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Three base64url parts, the first a JSON object (`eyJ` is the encoding of `{"`).
+    Jwt,
+    /// Any other token.
+    Opaque,
+}
+
+/// The shape of `v`, `None` when it cannot be a token: empty, or with a control character
+/// (percent-decoding can yield `%0D%0A`, which the token would carry into the IdP request
+/// and upstream headers; a C1 control is two bytes in UTF-8).
+///
+/// It runs on every bearer request, cached or not: one pass, one table load per byte
+/// (decoding each `char` of a 1 KB token, then a second pass for the JWT shape, was half of
+/// a cached request's instructions in Wasm; a branch-free pass costs more there); `char`s
+/// only from the first non-ASCII byte on.
+pub fn shape(v: &str) -> Option<Shape> {
+    let mut dots = 0u32;
+    let mut base64url = true;
+    for (i, &b) in v.as_bytes().iter().enumerate() {
+        match CLASS.get(usize::from(b)).copied().unwrap_or(CONTROL) {
+            B64URL => {}
+            DOT => dots += 1,
+            PRINTABLE => base64url = false,
+            // Every byte before `i` is ASCII, so `i` starts a `char`.
+            NON_ASCII => return v.get(i..).filter(|rest| !rest.chars().any(char::is_control)).map(|_| Shape::Opaque),
+            _ => return None,
+        }
+    }
+    match v.len() {
+        0 => None,
+        _ if base64url && dots == 2 && v.starts_with("eyJ") => Some(Shape::Jwt),
+        _ => Some(Shape::Opaque),
+    }
+}
+
+const CONTROL: u8 = 0;
+const B64URL: u8 = 1;
+const DOT: u8 = 2;
+const PRINTABLE: u8 = 3;
+const NON_ASCII: u8 = 4;
+
+/// The class of each byte for [`shape`]. Built at compile time: an index out of bounds
+/// would fail the build, never a request.
+#[allow(clippy::indexing_slicing)]
+static CLASS: [u8; 256] = {
+    let mut t = [CONTROL; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_alphanumeric() || c == b'-' || c == b'_' {
+            B64URL
+        } else if c == b'.' {
+            DOT
+        } else if c >= 0x80 {
+            NON_ASCII
+        } else if c >= 0x20 && c != 0x7f {
+            PRINTABLE
+        } else {
+            CONTROL
+        };
+        b += 1;
+    }
+    t
+};
+
 /// Finds a bearer token in the allowed places: header, then query, then cookie.
-pub fn bearer(sources: &BearerSources, authorization: Option<&str>, path: Option<&str>, cookie: Option<&str>) -> Option<(String, Source)> {
+pub fn bearer(sources: &BearerSources, authorization: Option<&str>, path: Option<&str>, cookie: Option<&str>) -> Option<Found> {
+    let found = |token: String, source, shape| Some(Found { token, source, jwt: shape == Shape::Jwt });
     if sources.header {
         if let Some((scheme, token)) = authorization.map(str::trim).and_then(|v| v.split_once(' ')) {
             let token = token.trim();
-            if scheme.eq_ignore_ascii_case("bearer") && self::token(token) {
-                return Some((token.to_string(), Source::Header));
+            if let (true, Some(s)) = (scheme.eq_ignore_ascii_case("bearer"), shape(token)) {
+                return found(token.to_string(), Source::Header, s);
             }
         }
     }
     if sources.query {
         let query = path.and_then(|p| p.split_once('?')).map(|(_, q)| q).unwrap_or("");
-        if let Some((_, v)) = form_urlencoded::parse(query.as_bytes()).find(|(k, v)| k == QUERY_PARAM && token(v)) {
-            return Some((v.into_owned(), Source::Query));
+        let arg = form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k == QUERY_PARAM);
+        if let Some((v, s)) = arg.filter_map(|(_, v)| shape(&v).map(|s| (v, s))).next() {
+            return found(v.into_owned(), Source::Query, s);
         }
     }
     if let (Some(name), Some(header)) = (&sources.cookie, cookie) {
-        if let Some(v) = cookies::pairs(header).find(|(k, v)| k == name && token(v)).map(|(_, v)| v) {
-            return Some((v.to_string(), Source::Cookie));
+        if let Some((v, s)) = cookies::pairs(header).filter(|(k, _)| k == name).find_map(|(_, v)| shape(v).map(|s| (v, s))) {
+            return found(v.to_string(), Source::Cookie, s);
         }
     }
     None
@@ -112,6 +184,33 @@ pub fn basic(authorization: Option<&str>) -> Result<Option<Basic>, CredentialErr
 mod tests {
     use super::*;
 
+    fn found(token: &str, source: Source) -> Option<Found> {
+        Some(Found { token: token.into(), source, jwt: false })
+    }
+
+    #[test]
+    fn jwt_shape() {
+        let jwt = |t| shape(t) == Some(Shape::Jwt);
+        assert!(!jwt("opaque-token"));
+        assert!(!jwt("a.b.c"));
+        assert!(!jwt("eyJh.b"));
+        assert!(!jwt("eyJh.b.c d"));
+        assert!(jwt("eyJhbGciOiJSUzI1NiJ9.e30.sig"));
+        assert!(jwt("eyJhbGciOiJSUzI1NiJ9.e30."), "an empty signature is for the verifier to refuse");
+        assert!(!jwt("eyJhbGciOiJSUzI1NiJ9.e30.sig.x"));
+        assert!(!jwt("eyJhbGciOiJSUzI1NiJ9.e30.s+g"));
+        assert!(!jwt("eyJhbGciOiJSUzI1NiJ9.e30.sig\u{e9}"));
+        assert_eq!(shape("eyJhbGciOiJSUzI1NiJ9.e30.sig\u{e9}"), Some(Shape::Opaque));
+        assert_eq!(shape("eyJhbGciOiJSUzI1NiJ9.e30.sig\u{85}"), None);
+        assert_eq!(shape(""), None);
+        let header = BearerSources { header: true, ..Default::default() };
+        let t = "eyJhbGciOiJSUzI1NiJ9.e30.sig";
+        assert_eq!(
+            bearer(&header, Some(&format!("Bearer {t}")), None, None),
+            Some(Found { token: t.into(), source: Source::Header, jwt: true })
+        );
+    }
+
     #[test]
     fn parses_basic() {
         let b = basic(Some("Basic am9objpkb2U=")).unwrap().unwrap();
@@ -138,10 +237,10 @@ mod tests {
     #[test]
     fn bearer_sources() {
         let all = BearerSources { header: true, query: true, cookie: Some("at".into()) };
-        assert_eq!(bearer(&all, Some("Bearer abc"), None, None), Some(("abc".into(), Source::Header)));
-        assert_eq!(bearer(&all, Some("bearer  abc "), None, None), Some(("abc".into(), Source::Header)));
-        assert_eq!(bearer(&all, None, Some("/x?a=1&access_token=q%2Bt"), None), Some(("q+t".into(), Source::Query)));
-        assert_eq!(bearer(&all, None, None, Some("a=b; at=ck")), Some(("ck".into(), Source::Cookie)));
+        assert_eq!(bearer(&all, Some("Bearer abc"), None, None), found("abc", Source::Header));
+        assert_eq!(bearer(&all, Some("bearer  abc "), None, None), found("abc", Source::Header));
+        assert_eq!(bearer(&all, None, Some("/x?a=1&access_token=q%2Bt"), None), found("q+t", Source::Query));
+        assert_eq!(bearer(&all, None, None, Some("a=b; at=ck")), found("ck", Source::Cookie));
         let header_only = BearerSources { header: true, ..Default::default() };
         assert_eq!(bearer(&header_only, None, Some("/?access_token=x"), Some("at=y")), None);
         assert_eq!(bearer(&header_only, Some("Basic abc"), None, None), None);
@@ -156,7 +255,16 @@ mod tests {
         for path in ["/?access_token=abc%0D%0Ax-injected%3A%201", "/?access_token=%00", "/?access_token=a%09b"] {
             assert_eq!(bearer(&query, None, Some(path), None), None, "{path}");
         }
-        assert_eq!(bearer(&query, None, Some("/?access_token=%0A&access_token=ok"), None), Some(("ok".into(), Source::Query)));
+        assert_eq!(bearer(&query, None, Some("/?access_token=%0A&access_token=ok"), None), found("ok", Source::Query));
+        // C1 controls (two bytes in UTF-8) too, in the header and the cookie as well; other
+        // non-ASCII text stays a token.
+        let all = BearerSources { header: true, query: true, cookie: Some("at".into()) };
+        for bad in ["a\u{85}b", "a\u{9f}", "a\u{7f}b", "a\u{1}b"] {
+            assert_eq!(bearer(&all, Some(&format!("Bearer {bad}")), None, None), None, "{bad:?}");
+            assert_eq!(bearer(&all, None, None, Some(&format!("at={bad}"))), None, "{bad:?}");
+        }
+        assert_eq!(bearer(&query, None, Some("/?access_token=a%C2%85b"), None), None);
+        assert_eq!(bearer(&all, Some("Bearer a\u{a0}é"), None, None), found("a\u{a0}é", Source::Header));
     }
 
     #[test]

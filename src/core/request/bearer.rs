@@ -12,7 +12,7 @@ use std::rc::Rc;
 use crate::core::challenge;
 use crate::core::claims::Claims;
 use crate::core::config::Policy;
-use crate::core::credentials::Source;
+use crate::core::credentials::{Found, Source};
 use crate::core::docs::{Fetch, Kind, Need, Refetch};
 use crate::core::error::{Error, IdpFault, Internal, TokenError};
 use crate::core::idp::IdpResponse;
@@ -30,14 +30,8 @@ const BROKEN: Error = Error::Internal(Internal::UnknownPolicy);
 
 impl Request {
     /// A bearer token was found: the method that checks it.
-    pub(super) fn bearer_credential(
-        &mut self,
-        p: &Policy,
-        authorization: Option<&str>,
-        token: String,
-        source: Source,
-    ) -> Result<Then, Error> {
-        let is_jwt = jwt::looks_like_jwt(&token);
+    pub(super) fn bearer_credential(&mut self, p: &Policy, authorization: Option<&str>, found: Found) -> Result<Then, Error> {
+        let Found { token, source, jwt: is_jwt } = found;
         self.original.canonical_bearer_header =
             source == Source::Header && authorization.and_then(|a| a.strip_prefix("Bearer ")) == Some(token.as_str());
         self.token = token;

@@ -525,8 +525,8 @@ impl Request {
                     self.original.cookie.as_deref(),
                 );
             }
-            if let Some((token, source)) = found {
-                return self.bearer_credential(p, authorization.as_deref(), token, source);
+            if let Some(found) = found {
+                return self.bearer_credential(p, authorization.as_deref(), found);
             }
         }
         if p.has(AuthMethod::RefreshToken) {
