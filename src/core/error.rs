@@ -22,6 +22,10 @@ pub enum Error {
     ClientRejected { method: &'static str },
     /// The IdP answered with an OAuth error the client cannot fix (misconfiguration).
     IdpRefused { error: String },
+    /// The IdP answered a `4xx` without an OAuth error code (some answer a refused password,
+    /// token or client certificate with a bare `403`): the caller's credentials or the
+    /// gateway's client authentication were not accepted. Not a broken IdP: `401`.
+    Refused { endpoint: &'static str, status: u16 },
     /// The IdP failed: unreachable, slow, broken answer, missing endpoint.
     Idp(IdpFault),
     /// The discovery document is not available (the IdP is down, or its document invalid).
@@ -157,6 +161,7 @@ impl Error {
             Error::InvalidCredentials => "invalid_grant",
             Error::ClientRejected { .. } => "invalid_client",
             Error::IdpRefused { .. } => "idp_refused",
+            Error::Refused { .. } => "access_denied",
             Error::Idp(IdpFault::Timeout) => "idp_timeout",
             Error::Idp(IdpFault::EndpointMissing(_)) => "idp_misconfigured",
             Error::Idp(_) => "idp_unavailable",
@@ -175,6 +180,7 @@ impl Error {
             | Error::MalformedCredentials(_)
             | Error::InvalidCredentials
             | Error::ClientRejected { .. }
+            | Error::Refused { .. }
             | Error::InvalidToken(_)
             | Error::LoginFailed(_) => 401,
             Error::InsufficientScope(_) => 403,
@@ -203,6 +209,10 @@ impl fmt::Display for Error {
                 write!(f, "the identity provider rejected the gateway's client authentication ({method})")
             }
             Error::IdpRefused { error } => write!(f, "the identity provider refused the request: {error}"),
+            Error::Refused { endpoint, status } => write!(
+                f,
+                "the identity provider's {endpoint} refused the request with HTTP {status} and no OAuth error code: the credentials, the token or the gateway's client authentication were not accepted"
+            ),
             Error::Idp(IdpFault::Timeout) => f.write_str("the identity provider did not answer in time"),
             Error::Idp(IdpFault::EndpointMissing(which)) => write!(f, "the identity provider publishes no {which}"),
             Error::Idp(IdpFault::BadAnswer(why)) => write!(f, "the identity provider sent an invalid answer: {why}"),

@@ -178,6 +178,42 @@ impl IdpResponse {
     }
 }
 
+impl Purpose {
+    /// The endpoint's name, as discovery names it.
+    pub fn endpoint(self) -> &'static str {
+        match self {
+            Purpose::Discovery => "discovery endpoint",
+            Purpose::Jwks => "jwks_uri",
+            Purpose::Token => "token_endpoint",
+            Purpose::Introspection => "introspection_endpoint",
+            Purpose::Userinfo => "userinfo_endpoint",
+            Purpose::Revocation => "revocation_endpoint",
+        }
+    }
+}
+
+/// A `4xx` without an OAuth error code: a refusal of what the request carried (`401`),
+/// except for statuses that say the endpoint or the gateway is wrong, not the credentials
+/// (`404`, `405`, `406`, `415`, `429`: `None`, a broken answer).
+pub fn refusal(purpose: Purpose, status: u16) -> Option<Error> {
+    match status {
+        404 | 405 | 406 | 415 | 429 => None,
+        400..=499 => Some(Error::Refused { endpoint: purpose.endpoint(), status }),
+        _ => None,
+    }
+}
+
+/// The OAuth `error` code of an error answer (RFC 6749 5.2), with anything outside its
+/// alphabet (`%x20-21 / %x23-5B / %x5D-7E`) left out, so it can go into answers and logs.
+pub fn oauth_error(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct OAuthError {
+        error: String,
+    }
+    let e = serde_json::from_slice::<OAuthError>(body).ok()?;
+    Some(e.error.chars().filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\').take(64).collect())
+}
+
 /// The OpenSSL reason of a TLS failure in Envoy's text (`..:OPENSSL_internal:REASON:TLS_error_end`).
 fn tls_reason(text: &str) -> Option<String> {
     let at = text.find("TLS_error")?;

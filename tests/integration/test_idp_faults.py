@@ -55,6 +55,12 @@ def test_idp_down_mid_flight_and_back(envoy, idp_factory, upstream):
      "no access_token"),
     ((400, {"error": "unsupported_grant_type"}, "application/json"), 502, "idp_refused", "unsupported_grant_type"),
     ((400, {"error": "invalid_grant"}, "application/json"), 401, "invalid_grant", "rejected the credentials"),
+    # IdPs that refuse a password or a client certificate with a bare 4xx: the caller's
+    # fault (401, with the IdP's status in the log), not a broken IdP (502)
+    ((403, b"", "text/plain"), 401, "access_denied", "refused the request with HTTP 403"),
+    ((401, b"<html>Unauthorized</html>", "text/html"), 401, "access_denied", "refused the request with HTTP 401"),
+    # ... but a wrong endpoint is the gateway's configuration
+    ((404, b"not found", "text/plain"), 502, "idp_unavailable", "error without an OAuth error code"),
 ])
 def test_token_endpoint_answers(envoy, standin, upstream, answer, status, error, logged):
     standin.routes["/token"] = answer
@@ -165,3 +171,20 @@ def test_connection_refused_names_the_cluster(envoy, idp, upstream):
     assert r.status_code == 502
     line = wasm_lines(proxy, "Token call")
     assert line and "cannot connect" in line[-1] and "`idp-mtls`" in line[-1], proxy.log()[-3000:]
+
+
+@pytest.mark.parametrize("answer, status, error", [
+    ((403, b"", "text/plain"), 401, "access_denied"),
+    ((400, b"", "text/plain"), 401, "access_denied"),
+    ((400, {"error": "invalid_request"}, "application/json"), 502, "idp_refused"),
+])
+def test_introspection_refusals_without_an_oauth_error_are_401(envoy, standin, upstream, answer, status, error):
+    standin.routes["/token/introspection"] = answer
+    proxy = envoy(harness.mtls_plugin_config(standin, ["introspection"]), idp=standin)
+    r = proxy.get("/", headers={"Authorization": "Bearer opaque-token-0123456789"})
+    assert r.status_code == status, r.text
+    assert r.json()["error"] == error
+    assert upstream.log().count("opaque-token-0123456789") == 0
+    if status == 401:
+        assert wasm_lines(proxy, "introspection_endpoint refused the request with HTTP"), proxy.log()[-3000:]
+    assert_alive(proxy)

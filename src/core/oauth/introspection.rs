@@ -9,7 +9,7 @@ use crate::core::client_auth::ClientSettings;
 use crate::core::discovery::{Metadata, Which};
 use crate::core::error::{BadAnswer, Error, IdpFault, TokenError};
 use crate::core::header::{names, HeaderValue};
-use crate::core::idp::{IdpCall, IdpResponse, Purpose};
+use crate::core::idp::{self, IdpCall, IdpResponse, Purpose};
 
 /// The introspection request for `token`.
 pub fn request(client: &ClientSettings, meta: &Metadata, token: &str, now_secs: u64, jti: &str) -> Result<IdpCall, Error> {
@@ -23,22 +23,21 @@ pub fn parse(client: &ClientSettings, check_active: bool, resp: &IdpResponse) ->
     let rejected = || Error::ClientRejected { method: client.introspection_auth.name() };
     match resp.answered(client.timeout_ms)? {
         200 => {}
-        400 | 401 if is_invalid_client(&resp.body) => return Err(rejected()),
-        401 | 403 => return Err(rejected()),
-        _ => return Err(BadAnswer::IntrospectionStatus.into()),
+        s => {
+            let e = match (s, idp::oauth_error(&resp.body)) {
+                (400 | 401, Some(e)) if e == "invalid_client" => rejected(),
+                (401 | 403, _) => rejected(),
+                (400..=499, Some(error)) => Error::IdpRefused { error },
+                _ => idp::refusal(Purpose::Introspection, s).unwrap_or(BadAnswer::IntrospectionStatus.into()),
+            };
+            return Err(e);
+        }
     }
     let claims: Claims = serde_json::from_slice(&resp.body).map_err(|_| BadAnswer::IntrospectionNotObject)?;
     if check_active && claims.get("active").and_then(|a| a.as_bool()) != Some(true) {
         return Err(TokenError::Inactive.into());
     }
     Ok(claims)
-}
-
-fn is_invalid_client(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(|e| e == "invalid_client"))
-        .unwrap_or(false)
 }
 
 /// The userinfo request: `GET` with the token as a bearer, through `idp_cluster`.
@@ -54,7 +53,7 @@ pub fn parse_userinfo(timeout_ms: u64, resp: &IdpResponse) -> Result<Claims, Err
     match resp.answered(timeout_ms)? {
         200 => serde_json::from_slice(&resp.body).map_err(|_| BadAnswer::UserinfoNotObject.into()),
         400 | 401 | 403 => Err(TokenError::UserinfoRejected.into()),
-        _ => Err(BadAnswer::UserinfoStatus.into()),
+        s => Err(idp::refusal(Purpose::Userinfo, s).unwrap_or(BadAnswer::UserinfoStatus.into())),
     }
 }
 
@@ -97,6 +96,11 @@ mod tests {
         assert_eq!(parse(c, true, &resp(200, "[]")), Err(BadAnswer::IntrospectionNotObject.into()));
         assert_eq!(parse(c, true, &resp(502, "")), Err(Error::Idp(IdpFault::ServerError)));
         assert!(parse(c, false, &resp(200, r#"{"active":false}"#)).is_ok());
+        // A bare 4xx is a refusal (401); an OAuth error the client cannot fix stays the IdP's.
+        assert_eq!(parse(c, true, &resp(400, "")), Err(Error::Refused { endpoint: "introspection_endpoint", status: 400 }));
+        assert_eq!(parse(c, true, &resp(400, "")).unwrap_err().status(), 401);
+        assert_eq!(parse(c, true, &resp(400, r#"{"error":"invalid_request"}"#)), Err(Error::IdpRefused { error: "invalid_request".into() }));
+        assert_eq!(parse(c, true, &resp(404, "")), Err(BadAnswer::IntrospectionStatus.into()));
     }
 
     #[test]
@@ -107,5 +111,7 @@ mod tests {
         assert!(r.headers.iter().any(|(k, v)| *k == names::AUTHORIZATION && v.as_str() == "Bearer tok"));
         assert!(parse_userinfo(1000, &resp(200, r#"{"sub":"john"}"#)).is_ok());
         assert_eq!(parse_userinfo(1000, &resp(401, "")), Err(TokenError::UserinfoRejected.into()));
+        assert_eq!(parse_userinfo(1000, &resp(451, "")), Err(Error::Refused { endpoint: "userinfo_endpoint", status: 451 }));
+        assert_eq!(parse_userinfo(1000, &resp(429, "")), Err(BadAnswer::UserinfoStatus.into()));
     }
 }

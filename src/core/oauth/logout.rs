@@ -5,7 +5,7 @@ use crate::core::client_auth::ClientSettings;
 use crate::core::discovery::{Metadata, Which};
 use crate::core::error::{BadAnswer, Error};
 use crate::core::header::HeaderValue;
-use crate::core::idp::{IdpCall, IdpResponse, Purpose};
+use crate::core::idp::{self, IdpCall, IdpResponse, Purpose};
 
 /// Kong's `logout_*` settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -68,7 +68,7 @@ pub fn revocation_result(client: &ClientSettings, resp: &IdpResponse) -> Result<
     match resp.answered(client.timeout_ms)? {
         200 => Ok(()),
         400 | 401 | 403 => Err(Error::ClientRejected { method: client.revocation_auth.name() }),
-        _ => Err(BadAnswer::RevocationStatus.into()),
+        s => Err(idp::refusal(Purpose::Revocation, s).unwrap_or(BadAnswer::RevocationStatus.into())),
     }
 }
 

@@ -15,7 +15,7 @@ use crate::core::credentials::Basic;
 use crate::core::discovery::{Metadata, Which};
 use crate::core::error::{BadAnswer, Error, IdpFault, Internal, LoginError, TokenError};
 use crate::core::header::names;
-use crate::core::idp::{Endpoint, IdpCall, IdpResponse, Purpose};
+use crate::core::idp::{self, Endpoint, IdpCall, IdpResponse, Purpose};
 
 /// A grant the filter runs on behalf of the request. Debug output never shows secrets.
 #[derive(Clone, PartialEq, Eq)]
@@ -131,11 +131,6 @@ pub fn token_request(
     }
 }
 
-#[derive(Deserialize)]
-struct OAuthError {
-    error: String,
-}
-
 /// Reads the token endpoint's answer to `grant`.
 pub fn parse_token_response(grant: &Grant, auth: ClientAuth, resp: &IdpResponse, timeout_ms: u64) -> Result<TokenSet, Error> {
     let status = resp.answered(timeout_ms)?;
@@ -166,8 +161,8 @@ pub fn parse_token_response(grant: &Grant, auth: ClientAuth, resp: &IdpResponse,
         }
         return Ok(tokens);
     }
-    let oauth = serde_json::from_slice::<OAuthError>(&resp.body).ok();
-    match (status, oauth.as_ref().map(|e| e.error.as_str())) {
+    let oauth = idp::oauth_error(&resp.body);
+    match (status, oauth.as_deref()) {
         (400 | 401, Some("invalid_client")) => Err(match grant {
             // The caller's own client id/secret were wrong.
             Grant::ClientCredentials(_) => Error::InvalidCredentials,
@@ -178,15 +173,10 @@ pub fn parse_token_response(grant: &Grant, auth: ClientAuth, resp: &IdpResponse,
             Grant::AuthorizationCode { .. } => LoginError::CodeRejected.into(),
             _ => Error::InvalidCredentials,
         }),
-        (400..=499, Some(e)) => Err(Error::IdpRefused { error: sanitize(e) }),
-        (400..=499, None) => Err(BadAnswer::ErrorWithoutCode.into()),
+        (400..=499, Some(e)) => Err(Error::IdpRefused { error: e.to_string() }),
+        (400..=499, None) => Err(idp::refusal(Purpose::Token, status).unwrap_or(BadAnswer::ErrorWithoutCode.into())),
         _ => Err(BadAnswer::UnexpectedStatus.into()),
     }
-}
-
-/// OAuth error codes are `%x20-21 / %x23-5B / %x5D-7E`; keep anything else out of answers.
-fn sanitize(code: &str) -> String {
-    code.chars().filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\').take(64).collect()
 }
 
 #[cfg(test)]
@@ -279,6 +269,12 @@ mod tests {
         assert_eq!(e(Some(200), "not json", 1), BadAnswer::TokenNotJson.into());
         assert_eq!(e(Some(200), r#"{"access_token":"x","token_type":"mac"}"#, 1), BadAnswer::NotBearer.into());
         assert_eq!(e(Some(302), "", 1), BadAnswer::UnexpectedStatus.into());
+        // A bare 4xx is a refusal (401), not a broken IdP (502); a wrong endpoint is not.
+        assert_eq!(e(Some(403), "", 1), Error::Refused { endpoint: "token_endpoint", status: 403 });
+        assert_eq!(e(Some(401), "<html>Unauthorized</html>", 1), Error::Refused { endpoint: "token_endpoint", status: 401 });
+        assert_eq!(e(Some(403), "", 1).status(), 401);
+        assert_eq!(e(Some(404), "", 1), BadAnswer::ErrorWithoutCode.into());
+        assert_eq!(e(Some(404), "", 1).status(), 502);
         let cc = Grant::ClientCredentials(Basic { user: "a".into(), password: "b".into() });
         assert_eq!(
             parse_token_response(&cc, t, &resp(Some(401), r#"{"error":"invalid_client"}"#, 1), 1000).unwrap_err(),
