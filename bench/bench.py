@@ -460,6 +460,15 @@ class Bench:
     def run_scenario(self, s: Scenario) -> Row:
         a = self.args
         row = Row(s)
+        try:
+            proxy = self.start_for(s)
+        except RuntimeError as e:  # a build that refuses the configuration (an older one)
+            row.error = f"the front Envoy did not start: {str(e).splitlines()[1][:300] if len(str(e).splitlines()) > 1 else e}"
+            log(f"  {s.key}: FAILED: {row.error}")
+            return row
+        return self.measure(s, row, proxy)
+
+    def start_for(self, s: Scenario) -> harness.Envoy:
         if s.kind == "none":
             proxy = self.start_front(with_filter=False, tag=s.key)
         elif s.kind == "jwt_authn":
@@ -475,6 +484,10 @@ class Bench:
         else:
             proxy = self.start_front(plugin=s.plugin(), tag=s.key, wasm=s.wasm or harness.WASM_PATH, mutate=s.mutate,
                                      build=s.build)
+        return proxy
+
+    def measure(self, s: Scenario, row: Row, proxy: harness.Envoy) -> Row:
+        a = self.args
         try:
             headers = s.headers() if s.headers else {}
             if s.prepare:
