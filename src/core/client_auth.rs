@@ -23,6 +23,7 @@ use jwt_simple::prelude::Duration;
 
 use crate::core::discovery::{Metadata, Which};
 use crate::core::error::{ConfigError, Error, IdpFault, Internal};
+use crate::core::extras::Extras;
 use crate::core::header::{names, HeaderName, HeaderValue};
 use crate::core::idp::{Endpoint, IdpCall, Purpose};
 
@@ -71,6 +72,8 @@ pub struct ClientSettings {
     pub tls_client_auth_cluster: Option<String>,
     pub mtls: MtlsOverrides,
     pub timeout_ms: u64,
+    /// Extra arguments and headers of the calls (`token_post_args_*`, …).
+    pub extras: Extras,
 }
 
 impl ClientSettings {
@@ -127,7 +130,26 @@ impl ClientSettings {
         // The audience of a client assertion is the plain token endpoint (RFC 7523 section 3).
         let audience = meta.token_endpoint.as_ref().map(|e| e.url.as_str()).unwrap_or(&endpoint.url);
         let creds = authenticate(auth, &self.client, audience, now, jti)?;
-        Ok(form_post(purpose, cluster, endpoint, self.timeout_ms, params, creds))
+        let mut call = form_post(purpose, cluster, endpoint, self.timeout_ms, params, creds);
+        self.add_extras(&mut call);
+        Ok(call)
+    }
+
+    /// The extra arguments (after the protocol's and the client authentication's) and
+    /// headers of the call's endpoint.
+    pub fn add_extras(&self, call: &mut IdpCall) {
+        let extra = match call.purpose {
+            Purpose::Token => &self.extras.token,
+            Purpose::Introspection => &self.extras.introspection,
+            _ => return,
+        };
+        if !extra.args.is_empty() {
+            // The body is form-encoded (ASCII); `for_suffix(_, 0)` puts `&` before what follows.
+            let mut form = form_urlencoded::Serializer::for_suffix(String::from_utf8_lossy(&call.body).into_owned(), 0);
+            extra.append_args(&mut form);
+            call.body = form.finish().into_bytes();
+        }
+        call.headers.extend(extra.headers.iter().cloned());
     }
 }
 

@@ -25,6 +25,7 @@ pub mod credentials;
 pub mod discovery;
 pub mod docs;
 pub mod error;
+pub mod extras;
 pub mod header;
 #[cfg(test)]
 mod host_rules;

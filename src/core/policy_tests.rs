@@ -289,3 +289,32 @@ fn an_allowed_issuer_or_an_extra_key_set_that_is_down_stops_only_its_own_tokens(
     assert_eq!(status(&sim, id), 401);
     assert!(sim.violations.is_empty(), "{:?}", sim.violations);
 }
+
+#[test]
+fn discovery_headers_go_with_the_discovery_request_only() {
+    let plan = Arc::new(
+        Plan::parse(
+            b"issuer: https://idp-a.example.com\nidp_cluster: idp-a\nclient_id: gw\nclient_secret: s\nauth_methods: [bearer]\n\
+              discovery_headers_names: [x-tenant]\ndiscovery_headers_values: [acme]\n",
+        )
+        .unwrap(),
+    );
+    let mut sim = SimHost::new(&plan, 1, false, T0);
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let (_, jwks) = key("k1");
+    for (purpose, body) in [(Purpose::Discovery, doc(A)), (Purpose::Jwks, jwks)] {
+        let seen = seen.clone();
+        sim.idp.answers.insert(
+            purpose,
+            Box::new(move |call: &crate::core::idp::IdpCall| {
+                let tenant = call.headers.iter().find(|(k, _)| k.as_str() == "x-tenant").map(|(_, v)| v.as_str().to_string());
+                seen.borrow_mut().push((call.purpose, tenant));
+                crate::core::idp::IdpResponse { status: Some(200), body: body.clone().into_bytes(), elapsed_ms: 1 }
+            }),
+        );
+    }
+    sim.run_for(2_000);
+    let seen = seen.borrow();
+    assert!(seen.contains(&(Purpose::Discovery, Some("acme".into()))), "{seen:?}");
+    assert!(seen.contains(&(Purpose::Jwks, None)), "{seen:?}");
+}

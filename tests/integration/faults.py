@@ -50,7 +50,8 @@ class StandIn:
 
     `discovery()` gives a well-formed document for this issuer to start from; tests replace
     routes at any time (`standin.routes["/token"] = (500, b"oops", "text/plain")`), slow a
-    path down (`standin.delays["/jwks"] = 1.5`, seconds) and read `hits` (path -> count)."""
+    path down (`standin.delays["/jwks"] = 1.5`, seconds) and read `hits` (path -> count) and
+    `seen` (path -> the requests: `{"query", "headers", "body"}`, headers with lowercase names)."""
 
     def __init__(self, pki, *, jwks: dict | None = None) -> None:
         import http.server
@@ -60,6 +61,7 @@ class StandIn:
         self.routes: dict[str, tuple[int, object, str]] = {}
         self.delays: dict[str, float] = {}
         self.hits: dict[str, int] = {}
+        self.seen: dict[str, list[dict]] = {}
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -67,10 +69,12 @@ class StandIn:
 
             def _answer(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
-                if length:
-                    self.rfile.read(length)
-                path = self.path.split("?", 1)[0]
+                request_body = self.rfile.read(length) if length else b""
+                path, _, query = self.path.partition("?")
                 outer.hits[path] = outer.hits.get(path, 0) + 1
+                outer.seen.setdefault(path, []).append({
+                    "query": query, "body": request_body,
+                    "headers": {k.lower(): v for k, v in self.headers.items()}})
                 if path in outer.delays:
                     import time
                     time.sleep(outer.delays[path])

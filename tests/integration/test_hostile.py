@@ -146,7 +146,7 @@ def test_mix_up_an_answer_from_another_idp_is_refused(browser_envoy, idp, upstre
     """RFC 9207: an authorization response whose `iss` is not our IdP is refused, even with
     a valid state and code."""
     from urllib.parse import parse_qsl, urlencode, urlsplit
-    proxy = browser_envoy()
+    proxy = browser_envoy(display_errors=True)
     flow = harness.start_login(proxy, idp, "/")
     flow.authenticate()
     parts = urlsplit(flow.callback_url)

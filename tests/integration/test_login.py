@@ -25,12 +25,12 @@ def describe(r: requests.Response) -> str:
 
 
 def assert_login_failed(r: requests.Response, error: str = "login_failed") -> dict:
-    """401 JSON {"error", "error_description"} from the filter, never a redirect (no login loop)."""
+    """401 JSON {"error", "message"} from the filter, never a redirect (no login loop)."""
     assert r.status_code == 401, describe(r)
     assert "location" not in r.headers, describe(r)
     body = r.json()
     assert body["error"] == error, body
-    assert isinstance(body.get("error_description"), str) and body["error_description"], body
+    assert body.get("message") == "Unauthorized" and "error_description" not in body, body
     assert "headers" not in body  # the echo upstream was not reached
     return body
 

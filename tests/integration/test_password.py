@@ -58,7 +58,7 @@ def test_basic_credentials_are_not_forwarded_and_token_is_cached(envoy, idp, ups
 @pytest.mark.parametrize("cert", [None, "other"])
 def test_idp_rejecting_the_client_certificate_is_401(envoy, idp, upstream, cert):
     """Proves mTLS is what authenticates the filter: no cert or the wrong subject fails."""
-    proxy = envoy(mtls_config(idp), mtls_cert=cert)
+    proxy = envoy(mtls_config(idp, display_errors=True), mtls_cert=cert)
     r = proxy.get("/", auth=("john", "doe"))
     assert r.status_code == 401, r.text
     body = r.json()

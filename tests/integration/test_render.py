@@ -192,6 +192,52 @@ def test_kong_admin_api_json_renders_a_working_bootstrap_with_sds(pki, idp, upst
     assert_password_grant_over_mtls(proxy, idp)
 
 
+# Kong fields of the IdP-request, error and answer families (issue "Kong parity"), as a Kong
+# user sets them; each must arrive in the embedded configuration unchanged.
+KONG_SHAPING = {
+    "audience": ["https://api.example"],
+    "authorization_query_args_names": ["prompt"], "authorization_query_args_values": ["login"],
+    "token_post_args_names": ["x_trace"], "token_post_args_values": ["t-1"],
+    "token_headers_names": ["x-api-key"], "token_headers_values": ["k-123"],
+    "introspection_post_args_names": ["x_tenant"], "introspection_post_args_values": ["acme"],
+    "introspection_headers_names": ["x-tenant"], "introspection_headers_values": ["acme"],
+    "introspection_hint": "access_token", "introspection_token_param_name": "token",
+    "revocation_token_param_name": "token",
+    "userinfo_query_args_names": ["schema"], "userinfo_query_args_values": ["openid"],
+    "userinfo_headers_names": ["x-tenant"], "userinfo_headers_values": ["acme"],
+    "discovery_headers_names": ["x-discovery"], "discovery_headers_values": ["enabled"],
+    "display_errors": True, "unauthorized_error_message": "Sign in first", "forbidden_error_message": "Not yours",
+}
+
+
+def test_kong_fields_of_idp_requests_and_answers_translate_load_and_serve(pki, idp, upstream, tmp_path, rendered_envoy):
+    plugin = kong_admin_api_plugin(idp.issuer)
+    plugin["config"].update(KONG_SHAPING)
+    path_in = tmp_path / "kong-plugin.json"
+    path_in.write_text(json.dumps(plugin, indent=2))
+    port, admin_port = harness.free_port(), harness.free_port()
+    path, stderr = render(tmp_path, path_in, *topology_args(pki, upstream, port, admin_port))
+    for field in KONG_SHAPING:
+        assert f"  {field}" not in stderr, f"{field} reported as unsupported:\n{stderr}"
+    cfg = yaml.safe_load(path.read_text())
+    wasm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+        "http_filters"][0]["typed_config"]["config"]
+    embedded = yaml.safe_load(wasm["configuration"]["value"])
+    defaults = ("introspection_hint", "introspection_token_param_name", "revocation_token_param_name")
+    for field, value in KONG_SHAPING.items():
+        if field not in defaults:  # Kong's defaults are dropped: the filter has the same
+            assert embedded.get(field) == value, (field, embedded.get(field))
+    proxy = rendered_envoy(path, port, admin_port)
+    # `audience` reached the IdP: like Auth0, it issues a JWT access token for that API
+    r = proxy.get("/hello", auth=("john", "doe"))
+    assert r.status_code == 200, r.text
+    _, claims = harness.decode_jwt(harness.bearer_of(r))
+    assert "https://api.example" in ([claims["aud"]] if isinstance(claims["aud"], str) else claims["aud"]), claims
+    assert claims["client_id"] == "client-tls-auth" and claims["sub"] == "john", claims
+    r = proxy.get("/", auth=("john", "wrong"))
+    assert r.status_code == 401 and r.json()["message"] == "Sign in first" and r.json()["error_description"], r.text
+
+
 def test_client_certificate_cluster_follows_the_discovered_mtls_aliases(
         pki, idp_factory, upstream, tmp_path, rendered_envoy):
     aliased = idp_factory(mtls_port=harness.free_port())

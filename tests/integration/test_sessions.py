@@ -367,6 +367,6 @@ def test_revocation_rejected_by_the_idp_is_401_invalid_client(browser_envoy, idp
     assert r.status_code == 401, describe(r)
     assert "location" not in r.headers
     body = r.json()
-    assert body["error"] == "invalid_client" and body.get("error_description"), body
+    assert body["error"] == "invalid_client" and body.get("message") == "Unauthorized", body
     assert_cookies_expired(r)
     assert idp.introspect(token)["active"] is True  # nothing was revoked

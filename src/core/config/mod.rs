@@ -23,6 +23,7 @@ use crate::core::cookies::{self, CookieAttrs, SameSite};
 use crate::core::credentials::BearerSources;
 use crate::core::docs::DocsSettings;
 use crate::core::error::ConfigError;
+use crate::core::extras::{self, Extra, Extras};
 use crate::core::header::{HeaderName, HeaderValue};
 use crate::core::idp::Endpoint;
 use crate::core::method::{AuthMethod, Methods};
@@ -126,6 +127,11 @@ pub struct Policy {
     pub leeway: u64,
     /// Non-empty `*_required` rules.
     pub rules: Vec<Rule>,
+    /// `claims_forbidden`: claims a token (or its introspection) must not carry.
+    pub claims_forbidden: Vec<String>,
+    /// `run_on_preflight`: `false` lets CORS preflights (`OPTIONS` with `Origin` and
+    /// `Access-Control-Request-Method`) through unauthenticated.
+    pub run_on_preflight: bool,
     pub introspection_check_active: bool,
     pub cache_introspection: bool,
     pub upstream: UpstreamSettings,
@@ -316,7 +322,10 @@ fn build(
 
 /// The issuer and how its documents are fetched.
 fn issuer(raw: &Raw) -> Result<DocsSettings, ConfigError> {
-    discovered("issuer", raw.issuer.trim(), non_empty("idp_cluster", &raw.idp_cluster)?, timeout(raw)?)
+    let mut docs = discovered("issuer", raw.issuer.trim(), non_empty("idp_cluster", &raw.idp_cluster)?, timeout(raw)?)?;
+    docs.discovery_headers =
+        extras::headers("discovery_headers_names", raw.discovery_headers_names.clone(), raw.discovery_headers_values.clone())?;
+    Ok(docs)
 }
 
 /// The documents of `issuer` (the value of `key`), discovered through `cluster`.
@@ -324,7 +333,7 @@ fn discovered(key: &str, issuer: &str, cluster: String, timeout_ms: u64) -> Resu
     let bad = |e: String| ConfigError(format!("`{key}`: {e}"));
     Endpoint::parse(issuer).map_err(bad)?;
     let discovery = Endpoint::parse(&format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))).map_err(bad)?;
-    Ok(DocsSettings { issuer: issuer.to_string(), discovery, cluster, timeout_ms, jwks: None })
+    Ok(DocsSettings { issuer: issuer.to_string(), discovery, cluster, timeout_ms, jwks: None, discovery_headers: Vec::new() })
 }
 
 /// `issuers_allowed` (URLs like `issuer`; the policy's own issuer is always allowed) and
@@ -376,6 +385,8 @@ fn policy(mut raw: Raw, docs: &DocsSettings, name: &str) -> Result<Policy, Confi
         scope: scope.clone(),
         issuer: docs.issuer.clone(),
         leeway: raw.leeway,
+        extra: client.extras.authorization.clone(),
+        audience: client.extras.audience.clone(),
     };
     let bearer = bearer_sources(&raw)?;
     Ok(Policy {
@@ -390,13 +401,20 @@ fn policy(mut raw: Raw, docs: &DocsSettings, name: &str) -> Result<Policy, Confi
         bearer,
         leeway: raw.leeway,
         rules: rules(&mut raw)?,
+        claims_forbidden: claims_forbidden(raw.claims_forbidden.take())?,
+        run_on_preflight: raw.run_on_preflight,
         introspection_check_active: raw.introspection_check_active,
         cache_introspection: raw.cache_introspection,
         pop: pop(&raw.proof_of_possession_mtls)?,
         sessions,
         login,
         logout: logout(&mut raw)?,
-        challenge: ChallengeSettings::for_methods(methods),
+        challenge: ChallengeSettings {
+            display_errors: raw.display_errors,
+            unauthorized_message: std::mem::take(&mut raw.unauthorized_error_message),
+            forbidden_message: std::mem::take(&mut raw.forbidden_error_message),
+            ..ChallengeSettings::for_methods(methods)
+        },
         timeout_ms: docs.timeout_ms,
         client,
     })
@@ -469,6 +487,7 @@ fn client(raw: &mut Raw, methods: Methods, docs: &DocsSettings) -> Result<Client
         revocation: endpoint("mtls_revocation_endpoint", raw.mtls_revocation_endpoint.take())?,
     };
     Ok(ClientSettings {
+        extras: extras(raw)?,
         client: Client { id, secret, signer },
         token_auth,
         introspection_auth,
@@ -477,6 +496,43 @@ fn client(raw: &mut Raw, methods: Methods, docs: &DocsSettings) -> Result<Client
         tls_client_auth_cluster,
         mtls,
         timeout_ms: docs.timeout_ms,
+    })
+}
+
+/// Extra arguments and headers of the IdP calls (see [`extras`]).
+fn extras(raw: &mut Raw) -> Result<Extras, ConfigError> {
+    let extra = |args: (&str, Option<Vec<String>>, Option<Vec<String>>), headers: (&str, Option<Vec<String>>, Option<Vec<String>>)| {
+        Ok::<_, ConfigError>(Extra {
+            args: extras::args(args.0, args.1, args.2)?,
+            headers: extras::headers(headers.0, headers.1, headers.2)?,
+        })
+    };
+    let audience = raw.audience.take().unwrap_or_default().into_iter().map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
+    Ok(Extras {
+        authorization: Extra {
+            args: extras::args(
+                "authorization_query_args_names",
+                raw.authorization_query_args_names.take(),
+                raw.authorization_query_args_values.take(),
+            )?,
+            headers: Vec::new(),
+        },
+        token: extra(
+            ("token_post_args_names", raw.token_post_args_names.take(), raw.token_post_args_values.take()),
+            ("token_headers_names", raw.token_headers_names.take(), raw.token_headers_values.take()),
+        )?,
+        introspection: extra(
+            ("introspection_post_args_names", raw.introspection_post_args_names.take(), raw.introspection_post_args_values.take()),
+            ("introspection_headers_names", raw.introspection_headers_names.take(), raw.introspection_headers_values.take()),
+        )?,
+        userinfo: extra(
+            ("userinfo_query_args_names", raw.userinfo_query_args_names.take(), raw.userinfo_query_args_values.take()),
+            ("userinfo_headers_names", raw.userinfo_headers_names.take(), raw.userinfo_headers_values.take()),
+        )?,
+        audience,
+        introspection_hint: extras::param_value("introspection_hint", &raw.introspection_hint)?,
+        introspection_token_param: extras::param_name("introspection_token_param_name", &raw.introspection_token_param_name)?,
+        revocation_token_param: extras::param_name("revocation_token_param_name", &raw.revocation_token_param_name)?,
     })
 }
 
@@ -543,6 +599,14 @@ fn rules(raw: &mut Raw) -> Result<Vec<Rule>, ConfigError> {
         rule("roles_required", "roles_claim", raw.roles_required.take(), std::mem::take(&mut raw.roles_claim))?,
     ];
     Ok(all.into_iter().filter(|r| !r.any_of.is_empty()).collect())
+}
+
+fn claims_forbidden(names: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+    let names: Vec<String> = names.unwrap_or_default().into_iter().map(|n| n.trim().to_string()).collect();
+    if names.iter().any(String::is_empty) {
+        return ConfigError::err("`claims_forbidden`: an empty claim name");
+    }
+    Ok(names)
 }
 
 fn pop(v: &str) -> Result<Pop, ConfigError> {

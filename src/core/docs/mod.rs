@@ -35,6 +35,7 @@ pub mod store;
 use std::rc::Rc;
 
 use crate::core::discovery::Metadata;
+use crate::core::header::Headers;
 use crate::core::idp::{Endpoint, IdpCall, IdpResponse, Purpose};
 use crate::core::jwt::KeySet;
 use crate::core::log::{Level, Log};
@@ -64,6 +65,8 @@ pub struct DocsSettings {
     pub timeout_ms: u64,
     /// A fixed key set (an `extra_jwks_uris` entry of `issuer`): no discovery.
     pub jwks: Option<Endpoint>,
+    /// `discovery_headers_*`: added to the discovery request.
+    pub discovery_headers: Headers,
 }
 
 impl DocsSettings {
@@ -411,7 +414,11 @@ impl Docs {
             Kind::Discovery => &self.settings.discovery,
             Kind::Jwks => self.jwks_uri()?,
         };
-        Some(IdpCall::get(kind.purpose(), &self.settings.cluster, endpoint, self.settings.timeout_ms))
+        let mut call = IdpCall::get(kind.purpose(), &self.settings.cluster, endpoint, self.settings.timeout_ms);
+        if kind == Kind::Discovery {
+            call.headers.extend(self.settings.discovery_headers.iter().cloned());
+        }
+        Some(call)
     }
 
     /// A background fetch, when the lease is free (or fresh while the document is missing

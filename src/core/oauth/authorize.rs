@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::core::claims::Claims;
 use crate::core::discovery::Metadata;
 use crate::core::error::{Error, IdpFault, Internal, LoginError};
+use crate::core::extras::Extra;
 use crate::core::header::HeaderValue;
 use crate::core::idp::Endpoint;
 use crate::core::jwt::{Expect, KeySet};
@@ -26,6 +27,10 @@ pub struct LoginSettings {
     pub scope: String,
     pub issuer: String,
     pub leeway: u64,
+    /// `authorization_query_args_*`.
+    pub extra: Extra,
+    /// `audience`, space-separated into one `audience` argument when set.
+    pub audience: Vec<String>,
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -89,7 +94,8 @@ impl Pending {
 pub fn authorize_url(login: &LoginSettings, meta: &Metadata, pending: &Pending) -> Result<HeaderValue, Error> {
     let endpoint = meta.authorization_endpoint.as_ref().ok_or(IdpFault::EndpointMissing("authorization_endpoint"))?;
     let redirect = login.redirect_uris.first().ok_or(Internal::NoRedirectUri)?;
-    let query = form_urlencoded::Serializer::new(String::new())
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query
         .append_pair("response_type", "code")
         .append_pair("client_id", &login.client_id)
         .append_pair("redirect_uri", &redirect.url)
@@ -97,8 +103,12 @@ pub fn authorize_url(login: &LoginSettings, meta: &Metadata, pending: &Pending) 
         .append_pair("state", &pending.state)
         .append_pair("nonce", &pending.nonce)
         .append_pair("code_challenge", &pending.challenge())
-        .append_pair("code_challenge_method", "S256")
-        .finish();
+        .append_pair("code_challenge_method", "S256");
+    if !login.audience.is_empty() {
+        query.append_pair("audience", &login.audience.join(" "));
+    }
+    login.extra.append_args(&mut query);
+    let query = query.finish();
     let sep = if endpoint.url.contains('?') { '&' } else { '?' };
     // The endpoint was checked when discovery was parsed, the query is form-encoded.
     HeaderValue::new(format!("{}{sep}{query}", endpoint.url)).map_err(|_| IdpFault::EndpointMissing("authorization_endpoint").into())
@@ -196,6 +206,8 @@ mod tests {
             scope: "openid".into(),
             issuer: "https://idp".into(),
             leeway: 0,
+            extra: Extra::default(),
+            audience: Vec::new(),
         }
     }
 
@@ -231,6 +243,21 @@ mod tests {
         assert_eq!(q["state"], pending().state);
         assert_eq!(q["nonce"], pending().nonce);
         assert!(pending().verifier.len() >= 43);
+        assert!(!q.contains_key("audience"));
+    }
+
+    #[test]
+    fn authorization_query_args_and_audience_follow_the_protocol_arguments() {
+        let login = LoginSettings {
+            extra: Extra { args: vec![("prompt".into(), "login".into()), ("acr_values".into(), "urn:mfa a&b".into())], headers: vec![] },
+            audience: vec!["https://api.example".into(), "other".into()],
+            ..login()
+        };
+        let url = authorize_url(&login, &meta(), &pending()).unwrap();
+        let q: Vec<(String, String)> = form_urlencoded::parse(url.as_str().split_once('?').unwrap().1.as_bytes()).into_owned().collect();
+        assert_eq!(q[0], ("response_type".into(), "code".into()));
+        assert!(q.contains(&("audience".into(), "https://api.example other".into())));
+        assert_eq!(&q[q.len() - 2..], &[("prompt".into(), "login".into()), ("acr_values".into(), "urn:mfa a&b".into())]);
     }
 
     #[test]

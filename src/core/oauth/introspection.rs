@@ -13,7 +13,8 @@ use crate::core::idp::{self, IdpCall, IdpResponse, Purpose};
 
 /// The introspection request for `token`.
 pub fn request(client: &ClientSettings, meta: &Metadata, token: &str, now_secs: u64, jti: &str) -> Result<IdpCall, Error> {
-    let params = [("token", token), ("token_type_hint", "access_token")];
+    let x = &client.extras;
+    let params = [(x.introspection_token_param.as_str(), token), ("token_type_hint", x.introspection_hint.as_str())];
     client.post(meta, Which::Introspection, Purpose::Introspection, &params, now_secs, jti)
 }
 
@@ -45,7 +46,17 @@ pub fn userinfo_request(client: &ClientSettings, meta: &Metadata, token: &str) -
     let endpoint = meta.userinfo_endpoint.as_ref().ok_or(IdpFault::EndpointMissing("userinfo_endpoint"))?;
     // The token has no control characters (`credentials::bearer` refuses those).
     let bearer = HeaderValue::new(format!("Bearer {token}")).map_err(|_| TokenError::Malformed)?;
-    Ok(IdpCall::get(Purpose::Userinfo, &client.idp_cluster, endpoint, client.timeout_ms).with_header(names::AUTHORIZATION, bearer))
+    let extra = &client.extras.userinfo;
+    let mut call =
+        IdpCall::get(Purpose::Userinfo, &client.idp_cluster, endpoint, client.timeout_ms).with_header(names::AUTHORIZATION, bearer);
+    if !extra.args.is_empty() {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        extra.append_args(&mut query);
+        let sep = if call.path.contains('?') { '&' } else { '?' };
+        call.path = format!("{}{sep}{}", call.path, query.finish());
+    }
+    call.headers.extend(extra.headers.iter().cloned());
+    Ok(call)
 }
 
 /// Reads the userinfo answer.
@@ -88,6 +99,26 @@ mod tests {
     }
 
     #[test]
+    fn introspection_and_userinfo_take_their_extra_arguments_and_headers() {
+        let p = plan(
+            "introspection_hint: urn:ietf:params:oauth:token-type:access_token\nintrospection_token_param_name: access_token\n\
+             introspection_post_args_names: [resource]\nintrospection_post_args_values: [api]\n\
+             introspection_headers_names: [x-tenant]\nintrospection_headers_values: [t1]\n\
+             userinfo_query_args_names: [schema]\nuserinfo_query_args_values: [openid]\n\
+             userinfo_headers_names: [x-tenant]\nuserinfo_headers_values: [t2]\n",
+        );
+        let r = request(&p.policy.client, &meta(), "tok", 0, "j").unwrap();
+        let form: Vec<(String, String)> = form_urlencoded::parse(&r.body).into_owned().collect();
+        assert_eq!(form[0], ("access_token".into(), "tok".into()));
+        assert_eq!(form[1], ("token_type_hint".into(), "urn:ietf:params:oauth:token-type:access_token".into()));
+        assert_eq!(form.last(), Some(&("resource".into(), "api".into())));
+        assert!(r.headers.iter().any(|(k, v)| k.as_str() == "x-tenant" && v.as_str() == "t1"));
+        let r = userinfo_request(&p.policy.client, &meta(), "tok").unwrap();
+        assert_eq!(r.path, "/me?schema=openid");
+        assert!(r.headers.iter().any(|(k, v)| k.as_str() == "x-tenant" && v.as_str() == "t2"));
+    }
+
+    #[test]
     fn introspection_answers() {
         let c = &plan("").policy.client;
         assert_eq!(parse(c, true, &resp(200, r#"{"active":true,"sub":"john"}"#)).unwrap()["sub"], "john");
@@ -99,7 +130,10 @@ mod tests {
         // A bare 4xx is a refusal (401); an OAuth error the client cannot fix stays the IdP's.
         assert_eq!(parse(c, true, &resp(400, "")), Err(Error::Refused { endpoint: "introspection_endpoint", status: 400 }));
         assert_eq!(parse(c, true, &resp(400, "")).unwrap_err().status(), 401);
-        assert_eq!(parse(c, true, &resp(400, r#"{"error":"invalid_request"}"#)), Err(Error::IdpRefused { error: "invalid_request".into() }));
+        assert_eq!(
+            parse(c, true, &resp(400, r#"{"error":"invalid_request"}"#)),
+            Err(Error::IdpRefused { error: "invalid_request".into() })
+        );
         assert_eq!(parse(c, true, &resp(404, "")), Err(BadAnswer::IntrospectionStatus.into()));
     }
 

@@ -59,7 +59,7 @@ pub fn revocation_request(
     now_secs: u64,
     jti: &str,
 ) -> Result<IdpCall, Error> {
-    let params = [("token", token), ("token_type_hint", hint)];
+    let params = [(client.extras.revocation_token_param.as_str(), token), ("token_type_hint", hint)];
     client.post(meta, Which::Revocation, Purpose::Revocation, &params, now_secs, jti)
 }
 
@@ -75,6 +75,18 @@ pub fn revocation_result(client: &ClientSettings, resp: &IdpResponse) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn revocation_token_param_name_names_the_token() {
+        let p = crate::core::config::Plan::parse(
+            b"issuer: https://idp\nidp_cluster: idp\nclient_id: c\nclient_secret: s\nrevocation_token_param_name: access_token\n",
+        )
+        .unwrap();
+        let meta = Metadata::parse("https://idp", br#"{"issuer":"https://idp","revocation_endpoint":"https://idp/revoke"}"#).unwrap();
+        let r = revocation_request(&p.policy.client, &meta, "tok", "refresh_token", 0, "j").unwrap();
+        let form: Vec<(String, String)> = form_urlencoded::parse(&r.body).into_owned().collect();
+        assert_eq!(form[0], ("access_token".into(), "tok".into()));
+    }
 
     fn settings(suffix: Option<&str>, arg: Option<&str>, redirect: Option<&str>) -> LogoutSettings {
         LogoutSettings {

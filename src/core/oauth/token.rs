@@ -102,15 +102,23 @@ pub fn token_request(
     now_secs: u64,
     jti: &str,
 ) -> Result<IdpCall, Error> {
-    fn with_scope<'a>(mut p: Vec<(&'static str, &'a str)>, scope: &'a str) -> Vec<(&'static str, &'a str)> {
+    /// `scope` and `audience` (space-separated, as Auth0 takes it) for the grants that
+    /// follow no login (the login's authorization request carried them).
+    fn with_scope<'a>(mut p: Vec<(&'static str, &'a str)>, scope: &'a str, audience: &'a str) -> Vec<(&'static str, &'a str)> {
         if !scope.is_empty() {
             p.push(("scope", scope));
         }
+        if !audience.is_empty() {
+            p.push(("audience", audience));
+        }
         p
     }
+    let audience = client.extras.audience.join(" ");
     let post = |params: &[(&str, &str)]| client.post(meta, Which::Token, Purpose::Token, params, now_secs, jti);
     match grant {
-        Grant::Password(b) => post(&with_scope(vec![("grant_type", "password"), ("username", &b.user), ("password", &b.password)], scope)),
+        Grant::Password(b) => {
+            post(&with_scope(vec![("grant_type", "password"), ("username", &b.user), ("password", &b.password)], scope, &audience))
+        }
         Grant::RefreshToken(rt) => post(&[("grant_type", "refresh_token"), ("refresh_token", rt.as_str())]),
         Grant::AuthorizationCode { code, verifier } => {
             let redirect = redirect_uri.ok_or(Internal::NoRedirectUri)?;
@@ -125,8 +133,10 @@ pub fn token_request(
             let auth = ClientAuth::ClientSecretBasic;
             let (cluster, endpoint) = client.route(meta, Which::Token, auth).ok_or(IdpFault::EndpointMissing("token_endpoint"))?;
             let creds = Credentials { headers: vec![(names::AUTHORIZATION, client_auth::basic(&b.user, &b.password))], form: Vec::new() };
-            let params = with_scope(vec![("grant_type", "client_credentials")], scope);
-            Ok(client_auth::form_post(Purpose::Token, cluster, endpoint, client.timeout_ms, &params, creds))
+            let params = with_scope(vec![("grant_type", "client_credentials")], scope, &audience);
+            let mut call = client_auth::form_post(Purpose::Token, cluster, endpoint, client.timeout_ms, &params, creds);
+            client.add_extras(&mut call);
+            Ok(call)
         }
     }
 }
@@ -224,6 +234,35 @@ mod tests {
             ]
         );
         assert!(!r.headers.iter().any(|(k, _)| *k == names::AUTHORIZATION));
+    }
+
+    #[test]
+    fn token_post_args_headers_and_audience_go_with_every_grant() {
+        let p = plan(
+            "client_auth: tls_client_auth\ntls_client_auth_cluster: idp-mtls\naudience: [https://api.example]\n\
+             token_post_args_names: [resource]\ntoken_post_args_values: ['https://api.example/v1']\n\
+             token_headers_names: [X-Api-Key]\ntoken_headers_values: [k-123]\n",
+        );
+        let r = token_request(&p.policy.client, &meta(&p), &john(), SCOPE, None, 0, "j").unwrap();
+        let f = form(&r);
+        assert_eq!(f[0], ("grant_type".into(), "password".into()));
+        assert!(f.contains(&("audience".into(), "https://api.example".into())), "{f:?}");
+        assert_eq!(f.last(), Some(&("resource".into(), "https://api.example/v1".into())), "{f:?}");
+        assert!(r.headers.iter().any(|(k, v)| k.as_str() == "x-api-key" && v.as_str() == "k-123"));
+        let cc = Grant::ClientCredentials(Basic { user: "svc".into(), password: "pw".into() });
+        let r = token_request(&p.policy.client, &meta(&p), &cc, SCOPE, None, 0, "j").unwrap();
+        assert!(form(&r).contains(&("resource".into(), "https://api.example/v1".into())));
+        assert!(form(&r).contains(&("audience".into(), "https://api.example".into())));
+        // The login's authorization request carried the audience: not the code exchange.
+        let code = Grant::AuthorizationCode { code: "c".into(), verifier: "v".into() };
+        let redirect = Endpoint::parse("https://gw/callback").unwrap();
+        let r = token_request(&p.policy.client, &meta(&p), &code, SCOPE, Some(&redirect), 0, "j").unwrap();
+        assert!(!form(&r).iter().any(|(k, _)| k == "audience"));
+        assert!(form(&r).contains(&("resource".into(), "https://api.example/v1".into())));
+        assert!(Plan::parse(
+            b"issuer: https://idp\nidp_cluster: idp\nclient_id: c\ntoken_post_args_names: [grant_type]\ntoken_post_args_values: [x]\n"
+        )
+        .is_err());
     }
 
     #[test]

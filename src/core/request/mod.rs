@@ -304,6 +304,14 @@ pub struct Request {
     method: Method,
 }
 
+/// A CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method` (Kong's
+/// test for `run_on_preflight`).
+fn is_preflight(req: &dyn RequestView) -> bool {
+    req.header(":method").as_deref() == Some("OPTIONS")
+        && req.header("origin").is_some()
+        && req.header("access-control-request-method").is_some()
+}
+
 impl Request {
     pub fn new() -> Self {
         Request::default()
@@ -338,6 +346,10 @@ impl Request {
     /// The request's headers have arrived.
     pub fn start(&mut self, cx: &mut Cx<'_>, req: &dyn RequestView) -> Next {
         let p = cx.policy;
+        if !p.run_on_preflight && is_preflight(req) {
+            self.state = State::Done;
+            return Next::Forward(Forward::default());
+        }
         self.deadline_ms = cx.now_ms.saturating_add(p.timeout_ms);
         let sessions = p.sessions.is_some();
         // A bearer token in the query is looked for only when `Authorization` has none (one
@@ -479,6 +491,9 @@ impl Request {
         }
         if let Some(rule) = claims::first_failed(&p.rules, &identity.claims) {
             return self.deny(cx, Error::InsufficientScope(rule.name));
+        }
+        if p.claims_forbidden.iter().any(|c| identity.claims.contains_key(c)) {
+            return self.deny(cx, Error::InsufficientScope("claims_forbidden"));
         }
         let own = |name: &str| p.sessions.as_ref().is_some_and(|s| s.is_own(name));
         let mut fwd = upstream::forward(&p.upstream, identity, presented, &self.original, &own, new_refresh_token);

@@ -77,6 +77,10 @@ impl World {
         self.with(|cx| r.start(cx, &inputs))
     }
 
+    fn start_with(&mut self, r: &mut Request, view: &dyn RequestView) -> Next {
+        self.with(|cx| r.start(cx, view))
+    }
+
     fn answer(&mut self, r: &mut Request, resp: &IdpResponse) -> Next {
         self.with(|cx| r.handle_answer(cx, resp)).expect("the request was still waiting")
     }
@@ -165,7 +169,7 @@ fn cache_can_be_turned_off() {
 
 #[test]
 fn no_credentials_is_401() {
-    let mut w = World::new("auth_methods: [password]\n");
+    let mut w = World::new("auth_methods: [password]\ndisplay_errors: true\n");
     assert_eq!(error_of(w.start(&mut Request::new(), Inputs::default())), (401, "invalid_request".into()));
     assert_eq!(error_of(w.start(&mut Request::new(), basic("Bearer x"))), (401, "invalid_request".into()));
     let r = reply(w.start(&mut Request::new(), basic("Basic @@@")));
@@ -285,6 +289,35 @@ fn bearer_jwt_is_verified_cached_and_forwarded() {
 }
 
 #[test]
+fn claims_forbidden_refuses_a_token_that_carries_one() {
+    let mut w = World::new("auth_methods: [bearer]\nclaims_forbidden: [act, may_act]\n");
+    let (kp, keys) = signer();
+    w.docs.adopt_keys(keys, w.now_ms);
+    let clean = token(&kp, w.now_ms, serde_json::json!({"scope": "api:read"}));
+    assert!(keeps_client_authorization(&w.start(&mut Request::new(), basic(&bearer(&clean)))));
+    let delegated = token(&kp, w.now_ms, serde_json::json!({"scope": "api:read", "act": {"sub": "agent"}}));
+    let r = reply(w.start(&mut Request::new(), basic(&bearer(&delegated))));
+    assert_eq!(r.status, 403);
+    assert!(r.header("www-authenticate")[0].contains("insufficient_scope"));
+}
+
+#[test]
+fn run_on_preflight_false_lets_cors_preflights_through_and_nothing_else() {
+    use crate::core::testing::Headers;
+    let preflight = || {
+        Headers::default().with(":method", "OPTIONS").with("origin", "https://app.example").with("access-control-request-method", "POST")
+    };
+    let mut on = World::new("auth_methods: [bearer]\n");
+    assert_eq!(error_of(on.start_with(&mut Request::new(), &preflight())).0, 401, "by default preflights are authenticated");
+    let mut off = World::new("auth_methods: [bearer]\nrun_on_preflight: false\n");
+    assert_eq!(off.start_with(&mut Request::new(), &preflight()), Next::Forward(Forward::default()));
+    let no_origin = Headers::default().with(":method", "OPTIONS").with("access-control-request-method", "POST");
+    assert_eq!(error_of(off.start_with(&mut Request::new(), &no_origin)).0, 401);
+    let get = Headers::default().with(":method", "GET").with("origin", "https://app.example").with("access-control-request-method", "POST");
+    assert_eq!(error_of(off.start_with(&mut Request::new(), &get)).0, 401);
+}
+
+#[test]
 fn bearer_rules_and_bad_tokens() {
     let mut w = World::new("auth_methods: [bearer]\nscopes_required: ['api:write']\n");
     let (kp, keys) = signer();
@@ -320,7 +353,7 @@ fn unknown_kid_refetches_keys_once_then_refuses() {
     assert_eq!(call(w.start(&mut r, basic(&bearer(&t3)))).purpose, Purpose::Jwks);
     let r = reply(w.answer(&mut r, &ok(other_jwks)));
     assert_eq!(r.status, 401);
-    assert!(String::from_utf8_lossy(&r.body).contains("unknown key"));
+    assert!(w.log.drain().any(|l| l.message.contains("unknown key")), "the log says why");
 }
 
 // ---- introspection, userinfo, refresh ----

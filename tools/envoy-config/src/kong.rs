@@ -173,7 +173,8 @@ enum Rule {
 
 const CONSUMERS: &str = "Kong consumers, consumer groups and credentials do not exist in Envoy";
 const ENDPOINTS: &str = "the filter uses the endpoints from discovery (only `mtls_*_endpoint` can be set)";
-const EXTRA: &str = "extra arguments and headers on IdP calls are not supported";
+const EXTRA_CLIENT: &str =
+    "arguments and headers taken from the client's request for IdP calls are not supported (the fixed `*_names`/`*_values` are)";
 const SESSIONS: &str = "sessions are AES-256-GCM encrypted cookies; server-side session storage and its options do not apply";
 const ANSWERS: &str = "401/403 answers are short fixed JSON with WWW-Authenticate, never a redirect";
 const LOGIN: &str = "after a login the browser is redirected to the URL it first asked for";
@@ -251,7 +252,6 @@ fn kong_only(name: &str) -> Option<Rule> {
         "cache_tokens_salt" | "redis" | "cluster_cache_redis" => Silent,
 
         "anonymous" => Ignore("null", "no anonymous consumer: a request that fails authentication gets 401/403"),
-        "audience" => Ignore("null", "extra authorization request parameters are not supported"),
         "authenticated_groups_claim"
         | "by_username_ignore_case"
         | "consumer_by"
@@ -279,20 +279,8 @@ fn kong_only(name: &str) -> Option<Rule> {
         | "revocation_endpoint"
         | "token_endpoint"
         | "userinfo_endpoint" => Ignore("null", ENDPOINTS),
-        "authorization_query_args_client"
-        | "authorization_query_args_names"
-        | "authorization_query_args_values"
-        | "discovery_headers_names"
-        | "discovery_headers_values"
-        | "token_headers_client"
-        | "token_headers_grants"
-        | "token_headers_names"
-        | "token_headers_prefix"
-        | "token_headers_replay"
-        | "token_headers_values"
-        | "token_post_args_client"
-        | "token_post_args_names"
-        | "token_post_args_values" => Ignore("null", EXTRA),
+        "authorization_query_args_client" | "token_headers_client" | "token_post_args_client" => Ignore("null", EXTRA_CLIENT),
+        "token_headers_grants" | "token_headers_prefix" | "token_headers_replay" => Ignore("null", DOWNSTREAM),
         "bearer_token_header_name" => {
             Ignore("null", "bearer tokens are read from Authorization (and, if configured, the query or a cookie)")
         }
@@ -302,16 +290,13 @@ fn kong_only(name: &str) -> Option<Rule> {
         "cache_ttl_max" | "cache_ttl_min" | "cache_ttl_neg" | "cache_ttl_resurrect" => Ignore("null", CACHE),
         "cache_user_info" => Ignore("true", NOT_HERE),
         "token_cache_key_include_scope" => Ignore("false", NOT_HERE),
-        "claims_forbidden" | "domains" | "max_age" => Ignore("null", NOT_HERE),
+        "domains" | "max_age" => Ignore("null", NOT_HERE),
         "client_arg" => Ignore(r#""client_id""#, "one client: Kong's choice among several clients does not apply"),
         "cluster_cache_items" => Ignore(r#"["introspection"]"#, CACHE),
         "cluster_cache_strategy" => Ignore(r#""off""#, CACHE),
         "disable_session" => Ignore("null", "sessions are created by the authorization code login only"),
-        "display_errors" => Ignore("false", ANSWERS),
         "expose_error_code" => Ignore("true", "errors are always in WWW-Authenticate (RFC 6750)"),
         "forbidden_destroy_session" | "unauthorized_destroy_session" => Ignore("true", ANSWERS),
-        "forbidden_error_message" => Ignore(r#""Forbidden""#, ANSWERS),
-        "unauthorized_error_message" => Ignore(r#""Unauthorized""#, ANSWERS),
         "forbidden_redirect_uri" | "unauthorized_redirect_uri" | "unexpected_redirect_uri" => Ignore("null", ANSWERS),
         "downstream_access_token_header"
         | "downstream_access_token_jwk_header"
@@ -340,15 +325,9 @@ fn kong_only(name: &str) -> Option<Rule> {
         "verify_parameters" => Ignore("false", NOT_HERE),
         "introspect_jwt_tokens" => Ignore("false", "JWT access tokens are verified locally with the JWKS"),
         "introspection_accept" => Ignore(r#""application/json""#, INTROSPECTION),
-        "introspection_hint" => Ignore(r#""access_token""#, INTROSPECTION),
-        "introspection_token_param_name" | "revocation_token_param_name" => Ignore(r#""token""#, INTROSPECTION),
-        "introspection_headers_client"
-        | "introspection_headers_names"
-        | "introspection_headers_values"
-        | "introspection_post_args_client"
-        | "introspection_post_args_client_headers"
-        | "introspection_post_args_names"
-        | "introspection_post_args_values" => Ignore("null", EXTRA),
+        "introspection_headers_client" | "introspection_post_args_client" | "introspection_post_args_client_headers" => {
+            Ignore("null", EXTRA_CLIENT)
+        }
         "jwt_session_claim" => Ignore(r#""sid""#, "JWT session cookies are not supported"),
         "jwt_session_cookie" => Ignore("null", "JWT session cookies are not supported"),
         "login_action" => Ignore(r#""upstream""#, LOGIN),
@@ -366,7 +345,6 @@ fn kong_only(name: &str) -> Option<Rule> {
         "resolve_distributed_claims" | "reverify" | "search_user_info" => Ignore("false", NOT_HERE),
         "response_mode" => Ignore(r#""query""#, "the authorization code flow uses response_mode=query"),
         "response_type" => Ignore(r#"["code"]"#, "the authorization code flow uses response_type=code"),
-        "run_on_preflight" => Ignore("true", "the filter runs on every request, OPTIONS included"),
         "session_audience" => Ignore(r#""default""#, SESSIONS),
         "session_bind"
         | "session_memcached_prefix"
@@ -392,12 +370,7 @@ fn kong_only(name: &str) -> Option<Rule> {
         | "upstream_user_info_jwt_header" => Ignore("null", UPSTREAM_JWK),
         "upstream_refresh_token_header" | "upstream_session_id_header" => Ignore("null", NOT_HERE),
         "userinfo_accept" => Ignore(r#""application/json""#, USERINFO),
-        "userinfo_headers_client"
-        | "userinfo_headers_names"
-        | "userinfo_headers_values"
-        | "userinfo_query_args_client"
-        | "userinfo_query_args_names"
-        | "userinfo_query_args_values" => Ignore("null", EXTRA),
+        "userinfo_headers_client" | "userinfo_query_args_client" => Ignore("null", EXTRA_CLIENT),
         "using_pseudo_issuer" => Ignore("false", "discovery at the issuer is required"),
         _ => return None,
     })
