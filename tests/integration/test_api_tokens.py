@@ -648,3 +648,27 @@ def test_no_token_in_envoy_log(envoy, jwt_idp, upstream):
     assert proxy.filter_log(), "the filter logged nothing"
     for secret in (jwt, jwt.split(".")[2], opaque):
         assert secret not in log
+
+
+def test_claims_forbidden_refuses_a_token_that_carries_one(envoy, jwt_idp, upstream):
+    """Kong's claims_forbidden: a delegated token (RFC 8693 `act`) is refused with 403, its
+    plain sibling passes; nothing of the refused one goes upstream."""
+    proxy = envoy(api_config(jwt_idp, claims_forbidden=["act"]), idp=jwt_idp)
+    plain = idp_jwt(jwt_idp)
+    assert_forwarded(proxy.get("/", headers=bearer(plain)), plain)
+    delegated = idp_jwt(jwt_idp, {"act": {"sub": "agent-7"}})
+    r = proxy.get("/", headers=bearer(delegated))
+    assert_insufficient_scope(r, "act is forbidden")
+    assert delegated not in upstream.log()
+
+
+def test_cors_preflight_goes_through_unauthenticated_only_with_run_on_preflight_false(envoy, jwt_idp, upstream):
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    default = envoy(api_config(jwt_idp), idp=jwt_idp)
+    assert default.request("OPTIONS", "/cors", headers=preflight).status_code == 401
+    proxy = envoy(api_config(jwt_idp, run_on_preflight=False), idp=jwt_idp)
+    r = proxy.request("OPTIONS", "/cors", headers=preflight)
+    assert r.status_code == 200 and harness.upstream_seen(r)["path"] == "/cors", describe(r)
+    # an OPTIONS that is not a preflight, or a GET with the same headers, is authenticated
+    assert proxy.request("OPTIONS", "/cors", headers={"Origin": "https://app.example"}).status_code == 401
+    assert proxy.get("/cors", headers=preflight).status_code == 401
