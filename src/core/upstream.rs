@@ -1,6 +1,7 @@
 //! What goes upstream once a request is authenticated: the identity headers, with every
 //! client-sent header of the same names removed first (nobody forges an identity), and the
-//! client's own credentials removed as configured (`hide_credentials`).
+//! client's own credentials removed as configured (`hide_credentials`); and what goes back
+//! to the client with the upstream's answer (Kong's `downstream_*` headers).
 
 use std::rc::Rc;
 
@@ -59,6 +60,8 @@ pub struct UpstreamSettings {
     pub introspection: Option<HeaderName>,
     /// (claim, header) pairs from `upstream_headers_claims` / `upstream_headers_names`.
     pub claims: Vec<(String, HeaderName)>,
+    /// Headers added to the client's response.
+    pub downstream: Downstream,
     pub hide_credentials: bool,
     /// Request header with a refresh token (`refresh_token_param_name`): never upstream.
     pub refresh_token_header: HeaderName,
@@ -66,6 +69,54 @@ pub struct UpstreamSettings {
     pub downstream_refresh_token_header: HeaderName,
     /// `bearer_token_cookie_name`, removed upstream with `hide_credentials`.
     pub bearer_cookie: Option<String>,
+}
+
+/// Kong's `downstream_*_header`s and `downstream_headers_{claims,names}`: the same values as
+/// upstream, added to the response the client gets.
+#[derive(Debug, Clone, Default)]
+pub struct Downstream {
+    pub access_token: Option<TokenHeader>,
+    pub id_token: Option<TokenHeader>,
+    pub user_info: Option<HeaderName>,
+    pub introspection: Option<HeaderName>,
+    pub claims: Vec<(String, HeaderName)>,
+}
+
+/// The identity headers of one side (upstream or downstream), pushed to `out`.
+struct Side<'a> {
+    access_token: Option<&'a TokenHeader>,
+    id_token: Option<&'a TokenHeader>,
+    user_info: Option<&'a HeaderName>,
+    introspection: Option<&'a HeaderName>,
+    claims: &'a [(String, HeaderName)],
+}
+
+impl Side<'_> {
+    fn push(&self, identity: &Identity, out: &mut Vec<(HeaderName, HeaderValue)>) {
+        let mut set = |name: &HeaderName, value: Option<HeaderValue>| {
+            if let Some(v) = value {
+                out.push((name.clone(), v));
+            }
+        };
+        if let Some(h) = self.access_token {
+            set(&h.name, h.value(&identity.access_token));
+        }
+        if let (Some(h), Some(t)) = (self.id_token, &identity.id_token) {
+            set(&h.name, h.value(t));
+        }
+        let b64 =
+            |c: &Claims| HeaderValue::new(base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(c).unwrap_or_default())).ok();
+        if let (Some(h), Some(u)) = (self.user_info, &identity.user_info) {
+            set(h, b64(u));
+        }
+        if let (Some(h), Some(i)) = (self.introspection, &identity.introspection) {
+            set(h, b64(i));
+        }
+        for (claim, header) in self.claims {
+            // A claim with control characters could split or smuggle headers: it is left out.
+            set(header, identity.claims.get(claim).and_then(claims::header_value));
+        }
+    }
 }
 
 impl UpstreamSettings {
@@ -156,29 +207,23 @@ pub fn forward(
             }
         }
     }
-    let mut set = |name: &HeaderName, value: Option<HeaderValue>| {
-        if let Some(v) = value {
-            f.set.push((name.clone(), v));
-        }
+    let upstream = Side {
+        access_token: up.access_token.as_ref().filter(|_| !keep_authorization),
+        id_token: up.id_token.as_ref(),
+        user_info: up.user_info.as_ref(),
+        introspection: up.introspection.as_ref(),
+        claims: &up.claims,
     };
-    if let Some(h) = up.access_token.as_ref().filter(|_| !keep_authorization) {
-        set(&h.name, h.value(&identity.access_token));
-    }
-    if let (Some(h), Some(t)) = (&up.id_token, &identity.id_token) {
-        set(&h.name, h.value(t));
-    }
-    let b64 =
-        |c: &Claims| HeaderValue::new(base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(c).unwrap_or_default())).ok();
-    if let (Some(h), Some(u)) = (&up.user_info, &identity.user_info) {
-        set(h, b64(u));
-    }
-    if let (Some(h), Some(i)) = (&up.introspection, &identity.introspection) {
-        set(h, b64(i));
-    }
-    for (claim, header) in &up.claims {
-        // A claim with control characters could split or smuggle headers: it is left out.
-        set(header, identity.claims.get(claim).and_then(claims::header_value));
-    }
+    upstream.push(identity, &mut f.set);
+    let d = &up.downstream;
+    let downstream = Side {
+        access_token: d.access_token.as_ref(),
+        id_token: d.id_token.as_ref(),
+        user_info: d.user_info.as_ref(),
+        introspection: d.introspection.as_ref(),
+        claims: &d.claims,
+    };
+    downstream.push(identity, &mut f.response_add);
     if let Some(rt) = new_refresh_token.and_then(|t| HeaderValue::new(t).ok()) {
         f.response_add.push((up.downstream_refresh_token_header.clone(), rt));
     }
@@ -250,6 +295,23 @@ mod tests {
         // but a token from the query replaces whatever Authorization the client sent
         let f = fwd(&p, Presented::Bearer(Source::Query), &Original::default(), None);
         assert_eq!(get(&f, "authorization"), Some("Bearer AT"));
+    }
+
+    #[test]
+    fn downstream_headers_go_to_the_client_not_upstream() {
+        let p = plan(
+            "downstream_access_token_header: x-access-token\ndownstream_id_token_header: 'x-id-token:bearer'\n\
+             downstream_user_info_header: x-userinfo\ndownstream_headers_claims: [sub, evil]\ndownstream_headers_names: [x-sub, x-evil]\n",
+        );
+        let f = fwd(&p, Presented::Basic, &Original::default(), None);
+        let back = |n: &str| f.response_add.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
+        assert_eq!(back("x-access-token"), Some("AT"));
+        assert_eq!(back("x-id-token"), Some("Bearer IDT"));
+        assert!(back("x-userinfo").is_some_and(|v| v.starts_with("eyJ")));
+        assert_eq!(back("x-sub"), Some("john"));
+        assert_eq!(back("x-evil"), None, "a claim with control characters is left out");
+        assert_eq!(get(&f, "x-access-token"), None, "not upstream");
+        assert!(Plan::parse(b"issuer: https://i\nidp_cluster: idp\nclient_id: c\ndownstream_headers_claims: [sub]\n").is_err());
     }
 
     #[test]

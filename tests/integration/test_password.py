@@ -148,3 +148,17 @@ def test_no_secret_reaches_the_log(envoy, idp, upstream, pki):
     for secret in ("secret-post-1", "hunter2-wrong", token, base64.b64encode(b"john:doe").decode()):
         assert secret not in log
     assert token not in idp.log()
+
+
+def test_downstream_headers_hand_the_token_and_claims_to_the_client(envoy, idp, upstream):
+    """Kong's downstream_*: the client's response carries the access token and a claim; the
+    upstream gets the token as usual and none of the downstream headers."""
+    proxy = envoy(mtls_config(idp, downstream_access_token_header="x-access-token",
+                              downstream_headers_claims=["sub"], downstream_headers_names=["x-user"]))
+    r = proxy.get("/hello", auth=("john", "doe"))
+    assert r.status_code == 200, r.text
+    token = harness.bearer_of(r)
+    assert r.headers["x-access-token"] == token
+    assert r.headers["x-user"] == "john"
+    seen = harness.upstream_seen(r)["headers"]
+    assert "x-access-token" not in seen and "x-user" not in seen

@@ -107,6 +107,12 @@ pub const KEYS: &[Key] = &[
     k("forbidden_error_message", Some(r#""Forbidden""#)),
     k("claims_forbidden", None),
     k("run_on_preflight", Some("true")),
+    k("downstream_access_token_header", None),
+    k("downstream_id_token_header", None),
+    k("downstream_user_info_header", None),
+    k("downstream_introspection_header", None),
+    k("downstream_headers_claims", None),
+    k("downstream_headers_names", None),
 ];
 
 /// The key of this name.

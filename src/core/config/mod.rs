@@ -31,7 +31,7 @@ use crate::core::oauth::authorize::LoginSettings;
 use crate::core::oauth::logout::LogoutSettings;
 use crate::core::pop::Pop;
 use crate::core::session::{Sealer, SessionSettings, Timeouts};
-use crate::core::upstream::{TokenHeader, UpstreamSettings};
+use crate::core::upstream::{Downstream, TokenHeader, UpstreamSettings};
 
 use raw::{OneOrMany, Raw};
 
@@ -580,7 +580,14 @@ fn upstream(raw: &mut Raw, bearer: &BearerSources) -> Result<UpstreamSettings, C
         id_token: token_header("upstream_id_token_header", raw.upstream_id_token_header.take())?,
         user_info: optional_name("upstream_user_info_header", raw.upstream_user_info_header.take())?,
         introspection: optional_name("upstream_introspection_header", raw.upstream_introspection_header.take())?,
-        claims: claim_headers(raw.upstream_headers_claims.take(), raw.upstream_headers_names.take())?,
+        claims: claim_headers("upstream", raw.upstream_headers_claims.take(), raw.upstream_headers_names.take())?,
+        downstream: Downstream {
+            access_token: token_header("downstream_access_token_header", raw.downstream_access_token_header.take())?,
+            id_token: token_header("downstream_id_token_header", raw.downstream_id_token_header.take())?,
+            user_info: optional_name("downstream_user_info_header", raw.downstream_user_info_header.take())?,
+            introspection: optional_name("downstream_introspection_header", raw.downstream_introspection_header.take())?,
+            claims: claim_headers("downstream", raw.downstream_headers_claims.take(), raw.downstream_headers_names.take())?,
+        },
         hide_credentials: raw.hide_credentials,
         refresh_token_header,
         downstream_refresh_token_header: downstream,
@@ -744,19 +751,20 @@ fn optional_name(key: &str, v: Option<String>) -> Result<Option<HeaderName>, Con
     v.filter(|s| !s.trim().is_empty()).map(|s| header_name(key, &s)).transpose()
 }
 
-fn claim_headers(claims: Option<Vec<String>>, names: Option<Vec<String>>) -> Result<Vec<(String, HeaderName)>, ConfigError> {
+/// `{side}_headers_claims` and `{side}_headers_names` (`side`: `upstream`, `downstream`).
+fn claim_headers(side: &str, claims: Option<Vec<String>>, names: Option<Vec<String>>) -> Result<Vec<(String, HeaderName)>, ConfigError> {
     let (claims, names) = (claims.unwrap_or_default(), names.unwrap_or_default());
     if claims.len() != names.len() {
-        return ConfigError::err("`upstream_headers_claims` and `upstream_headers_names` must have the same length");
+        return ConfigError::err(format!("`{side}_headers_claims` and `{side}_headers_names` must have the same length"));
     }
     claims
         .into_iter()
         .zip(names)
         .map(|(c, n)| {
             if c.trim().is_empty() {
-                return ConfigError::err("`upstream_headers_claims`: empty claim name");
+                return ConfigError::err(format!("`{side}_headers_claims`: empty claim name"));
             }
-            Ok((c.trim().to_string(), header_name("upstream_headers_names", &n)?))
+            Ok((c.trim().to_string(), header_name(&format!("{side}_headers_names"), &n)?))
         })
         .collect()
 }

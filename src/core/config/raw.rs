@@ -129,6 +129,12 @@ pub struct Raw {
     pub forbidden_error_message: String,
     pub claims_forbidden: Option<Vec<String>>,
     pub run_on_preflight: bool,
+    pub downstream_access_token_header: Option<String>,
+    pub downstream_id_token_header: Option<String>,
+    pub downstream_user_info_header: Option<String>,
+    pub downstream_introspection_header: Option<String>,
+    pub downstream_headers_claims: Option<Vec<String>>,
+    pub downstream_headers_names: Option<Vec<String>>,
 }
 
 /// Parses YAML or JSON text into its top-level mapping; keys with `null` count as absent.

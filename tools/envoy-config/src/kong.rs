@@ -180,7 +180,8 @@ const ANSWERS: &str = "401/403 answers are short fixed JSON with WWW-Authenticat
 const LOGIN: &str = "after a login the browser is redirected to the URL it first asked for";
 const PROXY: &str = "IdP calls go through Envoy clusters (configure a proxy in the cluster instead)";
 const DPOP: &str = "DPoP is not supported (certificate-bound tokens are: proof_of_possession_mtls)";
-const DOWNSTREAM: &str = "of the downstream headers only `downstream_refresh_token_header` is supported";
+const DOWNSTREAM: &str =
+    "the JWK, JWT and session-id variants of the downstream headers, and the token endpoint's response headers, are not supported";
 const UPSTREAM_JWK: &str = "JWK and JWT variants of the upstream headers are not supported";
 const VERIFY: &str = "tokens are always fully verified (signature, standard claims, nonce)";
 const CACHE: &str = "caches follow the tokens' own lifetimes (exp, expires_in) per Envoy worker";
@@ -298,17 +299,11 @@ fn kong_only(name: &str) -> Option<Rule> {
         "expose_error_code" => Ignore("true", "errors are always in WWW-Authenticate (RFC 6750)"),
         "forbidden_destroy_session" | "unauthorized_destroy_session" => Ignore("true", ANSWERS),
         "forbidden_redirect_uri" | "unauthorized_redirect_uri" | "unexpected_redirect_uri" => Ignore("null", ANSWERS),
-        "downstream_access_token_header"
-        | "downstream_access_token_jwk_header"
+        "downstream_access_token_jwk_header"
         | "downstream_headers"
-        | "downstream_headers_claims"
-        | "downstream_headers_names"
-        | "downstream_id_token_header"
         | "downstream_id_token_jwk_header"
-        | "downstream_introspection_header"
         | "downstream_introspection_jwt_header"
         | "downstream_session_id_header"
-        | "downstream_user_info_header"
         | "downstream_user_info_jwt_header" => Ignore("null", DOWNSTREAM),
         "dpop_proof_lifetime" => Ignore("300", DPOP),
         "dpop_use_nonce" => Ignore("false", DPOP),
