@@ -36,14 +36,14 @@ fuzz_target!(|data: &[u8]| {
         assert!(!b.user.is_empty());
         let _ = format!("{b:?}");
     }
-    let all = BearerSources { header: true, query: true, cookie: Some("at".into()) };
+    let all = BearerSources { header: true, query: true, cookie: Some("at".into()), header_name: None };
     if let Some(credentials::Found { token, .. }) = credentials::bearer(&all, authorization.as_deref(), path.as_deref(), cookie.as_deref()) {
         assert!(!token.is_empty() && !token.chars().any(char::is_control), "{token:?}");
     }
     if let Some(p) = &path {
         // hide_credentials: once the argument is removed, no token is found in the query.
         let stripped = credentials::without_query_param(p, credentials::QUERY_PARAM);
-        let query = BearerSources { header: false, query: true, cookie: None };
+        let query = BearerSources { header: false, query: true, cookie: None, header_name: None };
         assert!(credentials::bearer(&query, None, Some(&stripped), None).is_none(), "{p:?} → {stripped:?}");
     }
     if let Some(c) = &cookie {

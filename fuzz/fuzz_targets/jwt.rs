@@ -45,7 +45,7 @@ fn accepted(token: &str, claims: &Claims, now: u64, leeway: u64) {
 /// cache); a forwarded request must carry a token that [`accepted`] holds for.
 fn through_host(host: &mut Host<'_>, authorization: &str) {
     let no = [common::answer(401, r#"{"error":"invalid_token"}"#)];
-    let header = BearerSources { header: true, query: false, cookie: None };
+    let header = BearerSources { header: true, query: false, cookie: None, header_name: None };
     let found = credentials::bearer(&header, Some(authorization), None, None);
     for worker in [0, 0, 1] {
         let now = host.now_s();

@@ -14,6 +14,9 @@ use crate::core::error::CredentialError;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BearerSources {
     pub header: bool,
+    /// `bearer_token_header_name` (lowercase): the header read instead of `Authorization`;
+    /// it may carry `Bearer <token>` or the bare token.
+    pub header_name: Option<String>,
     /// Query argument `access_token`.
     pub query: bool,
     /// `bearer_token_cookie_name`.
@@ -107,15 +110,21 @@ static CLASS: [u8; 256] = {
     t
 };
 
-/// Finds a bearer token in the allowed places: header, then query, then cookie.
-pub fn bearer(sources: &BearerSources, authorization: Option<&str>, path: Option<&str>, cookie: Option<&str>) -> Option<Found> {
+/// Finds a bearer token in the allowed places: header (`header`: the value of
+/// `Authorization`, or of `bearer_token_header_name`), then query, then cookie.
+pub fn bearer(sources: &BearerSources, header: Option<&str>, path: Option<&str>, cookie: Option<&str>) -> Option<Found> {
     let found = |token: String, source, shape| Some(Found { token, source, jwt: shape == Shape::Jwt });
     if sources.header {
-        if let Some((scheme, token)) = authorization.map(str::trim).and_then(|v| v.split_once(' ')) {
-            let token = token.trim();
-            if let (true, Some(s)) = (scheme.eq_ignore_ascii_case("bearer"), shape(token)) {
-                return found(token.to_string(), Source::Header, s);
-            }
+        let v = header.map(str::trim);
+        let token = match v.and_then(|v| v.split_once(' ')) {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Some(token.trim()),
+            Some(_) => None,
+            // A header of its own may carry the bare token (Kong's `bearer_token_header_name`).
+            None if sources.header_name.is_some() => v,
+            None => None,
+        };
+        if let Some((token, s)) = token.and_then(|t| shape(t).map(|s| (t, s))) {
+            return found(token.to_string(), Source::Header, s);
         }
     }
     if sources.query {
@@ -236,7 +245,7 @@ mod tests {
 
     #[test]
     fn bearer_sources() {
-        let all = BearerSources { header: true, query: true, cookie: Some("at".into()) };
+        let all = BearerSources { header: true, query: true, cookie: Some("at".into()), header_name: None };
         assert_eq!(bearer(&all, Some("Bearer abc"), None, None), found("abc", Source::Header));
         assert_eq!(bearer(&all, Some("bearer  abc "), None, None), found("abc", Source::Header));
         assert_eq!(bearer(&all, None, Some("/x?a=1&access_token=q%2Bt"), None), found("q+t", Source::Query));
@@ -245,6 +254,11 @@ mod tests {
         assert_eq!(bearer(&header_only, None, Some("/?access_token=x"), Some("at=y")), None);
         assert_eq!(bearer(&header_only, Some("Basic abc"), None, None), None);
         assert_eq!(bearer(&header_only, Some("Bearer "), None, None), None);
+        assert_eq!(bearer(&header_only, Some("abc"), None, None), None, "Authorization needs the scheme");
+        let named = BearerSources { header: true, header_name: Some("x-api-token".into()), ..Default::default() };
+        assert_eq!(bearer(&named, Some("abc"), None, None), found("abc", Source::Header), "a header of its own may carry the bare token");
+        assert_eq!(bearer(&named, Some("Bearer abc"), None, None), found("abc", Source::Header));
+        assert_eq!(bearer(&named, Some("Basic abc"), None, None), None);
     }
 
     #[test]
@@ -258,7 +272,7 @@ mod tests {
         assert_eq!(bearer(&query, None, Some("/?access_token=%0A&access_token=ok"), None), found("ok", Source::Query));
         // C1 controls (two bytes in UTF-8) too, in the header and the cookie as well; other
         // non-ASCII text stays a token.
-        let all = BearerSources { header: true, query: true, cookie: Some("at".into()) };
+        let all = BearerSources { header: true, query: true, cookie: Some("at".into()), header_name: None };
         for bad in ["a\u{85}b", "a\u{9f}", "a\u{7f}b", "a\u{1}b"] {
             assert_eq!(bearer(&all, Some(&format!("Bearer {bad}")), None, None), None, "{bad:?}");
             assert_eq!(bearer(&all, None, None, Some(&format!("at={bad}"))), None, "{bad:?}");

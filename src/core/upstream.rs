@@ -69,6 +69,8 @@ pub struct UpstreamSettings {
     pub downstream_refresh_token_header: HeaderName,
     /// `bearer_token_cookie_name`, removed upstream with `hide_credentials`.
     pub bearer_cookie: Option<String>,
+    /// `bearer_token_header_name` (when not `authorization`), removed with `hide_credentials`.
+    pub bearer_header: Option<HeaderName>,
 }
 
 /// Kong's `downstream_*_header`s and `downstream_headers_{claims,names}`: the same values as
@@ -187,7 +189,9 @@ pub fn forward(
         // Passwords and client secrets, and refresh tokens, never go upstream.
         Presented::Basic => f.remove.push(names::AUTHORIZATION),
         Presented::RefreshToken => f.remove.push(up.refresh_token_header.clone()),
-        Presented::Bearer(Source::Header) if up.hide_credentials => f.remove.push(names::AUTHORIZATION),
+        Presented::Bearer(Source::Header) if up.hide_credentials => {
+            f.remove.push(up.bearer_header.clone().unwrap_or(names::AUTHORIZATION));
+        }
         Presented::Bearer(Source::Query) if up.hide_credentials => {
             f.set_path =
                 original.path.as_deref().and_then(|p| HeaderValue::new(credentials::without_query_param(p, credentials::QUERY_PARAM)).ok());

@@ -672,3 +672,12 @@ def test_cors_preflight_goes_through_unauthenticated_only_with_run_on_preflight_
     # an OPTIONS that is not a preflight, or a GET with the same headers, is authenticated
     assert proxy.request("OPTIONS", "/cors", headers={"Origin": "https://app.example"}).status_code == 401
     assert proxy.get("/cors", headers=preflight).status_code == 401
+
+
+def test_bearer_token_header_name_reads_the_token_from_that_header(envoy, jwt_idp, upstream):
+    proxy = envoy(api_config(jwt_idp, bearer_token_header_name="X-Api-Token", hide_credentials=True), idp=jwt_idp)
+    token = idp_jwt(jwt_idp)
+    r = proxy.get("/", headers={"x-api-token": token})
+    headers = assert_forwarded(r, token)
+    assert "x-api-token" not in headers, "hide_credentials removes the header the token came in"
+    assert proxy.get("/", headers=bearer(token)).status_code == 401, "Authorization is not read then"

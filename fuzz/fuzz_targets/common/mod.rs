@@ -553,7 +553,7 @@ impl<'w> Host<'w> {
     fn check_forward(&self, headers: &Headers, f: &Forward) {
         if let Some(p) = &f.set_path {
             // hide_credentials: once the argument is removed, no token is found in the query.
-            let query = BearerSources { header: false, query: true, cookie: None };
+            let query = BearerSources { header: false, query: true, cookie: None, header_name: None };
             assert!(credentials::bearer(&query, None, Some(p.as_str()), None).is_none(), "a token left in :path");
         }
         self.check_cookies(&f.response_add);

@@ -113,6 +113,7 @@ pub const KEYS: &[Key] = &[
     k("downstream_introspection_header", None),
     k("downstream_headers_claims", None),
     k("downstream_headers_names", None),
+    k("bearer_token_header_name", None),
 ];
 
 /// The key of this name.

@@ -592,6 +592,12 @@ fn upstream(raw: &mut Raw, bearer: &BearerSources) -> Result<UpstreamSettings, C
         refresh_token_header,
         downstream_refresh_token_header: downstream,
         bearer_cookie: bearer.cookie.clone(),
+        bearer_header: bearer
+            .header_name
+            .as_deref()
+            .map(HeaderName::new)
+            .transpose()
+            .map_err(|_| ConfigError("`bearer_token_header_name`".into()))?,
     })
 }
 
@@ -711,6 +717,14 @@ fn logout(raw: &mut Raw) -> Result<LogoutSettings, ConfigError> {
 
 fn bearer_sources(raw: &Raw) -> Result<BearerSources, ConfigError> {
     let mut out = BearerSources::default();
+    if let Some(n) = raw.bearer_token_header_name.as_deref().filter(|n| !n.trim().is_empty()) {
+        let name = header_name("bearer_token_header_name", n)?;
+        if name.as_str().starts_with(':') {
+            return ConfigError::err("`bearer_token_header_name`: a pseudo-header cannot carry a token");
+        }
+        // `authorization` is the default anyway.
+        out.header_name = Some(name.as_str().to_string()).filter(|n| n != "authorization");
+    }
     for t in &raw.bearer_token_param_type {
         match t.trim() {
             "header" => out.header = true,

@@ -135,6 +135,7 @@ pub struct Raw {
     pub downstream_introspection_header: Option<String>,
     pub downstream_headers_claims: Option<Vec<String>>,
     pub downstream_headers_names: Option<Vec<String>>,
+    pub bearer_token_header_name: Option<String>,
 }
 
 /// Parses YAML or JSON text into its top-level mapping; keys with `null` count as absent.

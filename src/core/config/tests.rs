@@ -140,7 +140,7 @@ fn api_token_keys() {
         "client_id: c\nauth_methods: [bearer, introspection]\nbearer_token_param_type: [header, query, cookie]\nbearer_token_cookie_name: at\nleeway: 30\nscopes_required: ['api:read api:write', admin]\nroles_claim: [realm_access, roles]\nroles_required: [writer]\nupstream_headers_claims: [sub, email]\nupstream_headers_names: [X-User, x-email]\nupstream_user_info_header: x-userinfo\nproof_of_possession_mtls: strict\nhide_credentials: true\n",
     )
     .unwrap();
-    assert_eq!(p.policy.bearer, BearerSources { header: true, query: true, cookie: Some("at".into()) });
+    assert_eq!(p.policy.bearer, BearerSources { header: true, query: true, cookie: Some("at".into()), header_name: None });
     assert_eq!(p.policy.leeway, 30);
     assert_eq!(p.policy.rules.len(), 2);
     assert_eq!(p.policy.rules[1].claim, vec!["realm_access".to_string(), "roles".to_string()]);

@@ -32,8 +32,9 @@ impl Request {
     /// A bearer token was found: the method that checks it.
     pub(super) fn bearer_credential(&mut self, p: &Policy, authorization: Option<&str>, found: Found) -> Result<Then, Error> {
         let Found { token, source, jwt: is_jwt } = found;
-        self.original.canonical_bearer_header =
-            source == Source::Header && authorization.and_then(|a| a.strip_prefix("Bearer ")) == Some(token.as_str());
+        self.original.canonical_bearer_header = source == Source::Header
+            && p.bearer.header_name.is_none()
+            && authorization.and_then(|a| a.strip_prefix("Bearer ")) == Some(token.as_str());
         self.token = token;
         self.presented = Some(Presented::Bearer(source));
         if p.has(AuthMethod::Bearer) && is_jwt {

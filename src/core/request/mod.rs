@@ -527,18 +527,18 @@ impl Request {
         let p = cx.policy;
         let authorization = req.header("authorization");
         if p.methods.takes_bearer() {
+            let named = p.bearer.header_name.as_deref().map(|n| req.header(n));
+            let header = match &named {
+                Some(v) => v.as_deref(),
+                None => authorization.as_deref(),
+            };
             // Kong's order: the header, then the query, then the cookie.
-            let mut found = crate::core::credentials::bearer(&p.bearer, authorization.as_deref(), None, None);
+            let mut found = crate::core::credentials::bearer(&p.bearer, header, None, None);
             if found.is_none() {
                 if p.bearer.query && self.original.path.is_none() {
                     self.original.path = req.header(":path").map(Cow::into_owned);
                 }
-                found = crate::core::credentials::bearer(
-                    &p.bearer,
-                    authorization.as_deref(),
-                    self.original.path.as_deref(),
-                    self.original.cookie.as_deref(),
-                );
+                found = crate::core::credentials::bearer(&p.bearer, header, self.original.path.as_deref(), self.original.cookie.as_deref());
             }
             if let Some(found) = found {
                 return self.bearer_credential(p, authorization.as_deref(), found);

@@ -289,6 +289,21 @@ fn bearer_jwt_is_verified_cached_and_forwarded() {
 }
 
 #[test]
+fn bearer_token_header_name_reads_the_token_from_that_header_only() {
+    use crate::core::testing::Headers;
+    let mut w = World::new("auth_methods: [bearer]\nbearer_token_header_name: X-Api-Token\nhide_credentials: true\n");
+    let (kp, keys) = signer();
+    w.docs.adopt_keys(keys, w.now_ms);
+    let t = token(&kp, w.now_ms, serde_json::json!({"scope": "api:read"}));
+    let next = w.start_with(&mut Request::new(), &Headers::default().with("x-api-token", &t));
+    let Next::Forward(f) = next else { panic!("{next:?}") };
+    assert_eq!(f.get("authorization"), Some(format!("Bearer {t}").as_str()), "upstream gets it as usual");
+    assert!(f.removes("x-api-token"), "hide_credentials removes the header it came in");
+    let in_authorization = Headers::default().with("authorization", &format!("Bearer {t}"));
+    assert_eq!(error_of(w.start_with(&mut Request::new(), &in_authorization)).0, 401, "Authorization is not read then");
+}
+
+#[test]
 fn claims_forbidden_refuses_a_token_that_carries_one() {
     let mut w = World::new("auth_methods: [bearer]\nclaims_forbidden: [act, may_act]\n");
     let (kp, keys) = signer();

@@ -282,9 +282,6 @@ fn kong_only(name: &str) -> Option<Rule> {
         | "userinfo_endpoint" => Ignore("null", ENDPOINTS),
         "authorization_query_args_client" | "token_headers_client" | "token_post_args_client" => Ignore("null", EXTRA_CLIENT),
         "token_headers_grants" | "token_headers_prefix" | "token_headers_replay" => Ignore("null", DOWNSTREAM),
-        "bearer_token_header_name" => {
-            Ignore("null", "bearer tokens are read from Authorization (and, if configured, the query or a cookie)")
-        }
         "cache_token_exchange" => Ignore("true", "token exchange is not supported"),
         "token_exchange_endpoint" => Ignore("null", "token exchange is not supported"),
         "cache_ttl" => Ignore("3600", CACHE),
