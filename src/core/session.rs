@@ -134,6 +134,10 @@ pub struct SessionSettings {
     pub authorization_ttl: u64,
     /// Refresh a session whose access token expired (`refresh_tokens`).
     pub refresh_tokens: bool,
+    /// `unauthorized_destroy_session`, `forbidden_destroy_session`: a `401` / `403` answer
+    /// expires the session cookies the request carried.
+    pub unauthorized_destroy: bool,
+    pub forbidden_destroy: bool,
 }
 
 impl SessionSettings {

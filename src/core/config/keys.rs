@@ -114,6 +114,8 @@ pub const KEYS: &[Key] = &[
     k("downstream_headers_claims", None),
     k("downstream_headers_names", None),
     k("bearer_token_header_name", None),
+    k("unauthorized_destroy_session", Some("true")),
+    k("forbidden_destroy_session", Some("true")),
 ];
 
 /// The key of this name.

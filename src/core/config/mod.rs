@@ -668,6 +668,8 @@ fn sessions(raw: &Raw, policy: &str) -> Result<SessionSettings, ConfigError> {
         },
         authorization_ttl: raw.authorization_rolling_timeout.max(1),
         refresh_tokens: raw.refresh_tokens,
+        unauthorized_destroy: raw.unauthorized_destroy_session,
+        forbidden_destroy: raw.forbidden_destroy_session,
     })
 }
 

@@ -136,6 +136,8 @@ pub struct Raw {
     pub downstream_headers_claims: Option<Vec<String>>,
     pub downstream_headers_names: Option<Vec<String>>,
     pub bearer_token_header_name: Option<String>,
+    pub unauthorized_destroy_session: bool,
+    pub forbidden_destroy_session: bool,
 }
 
 /// Parses YAML or JSON text into its top-level mapping; keys with `null` count as absent.

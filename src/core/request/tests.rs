@@ -509,6 +509,20 @@ fn browser_login_creates_a_session_used_by_later_requests() {
 }
 
 #[test]
+fn a_forbidden_session_is_destroyed_unless_configured_otherwise() {
+    for (extra, destroyed) in [("", true), ("forbidden_destroy_session: false\n", false)] {
+        let mut w = World::new(&format!("{WEB}scopes_required: [admin]\n{extra}"));
+        let (kp, keys) = signer();
+        w.docs.adopt_keys(keys, w.now_ms);
+        let cookies = log_in(&mut w, &kp);
+        let r = reply(w.start(&mut Request::new(), browser("/app", Some(&cookies))));
+        assert_eq!(r.status, 403);
+        let expired = r.header("set-cookie").iter().any(|c| c.starts_with("session=;") && c.contains("Max-Age=0"));
+        assert_eq!(expired, destroyed, "{extra:?}: {:?}", r.header("set-cookie"));
+    }
+}
+
+#[test]
 fn a_callback_fetches_the_keys_before_spending_the_code() {
     let mut w = World::new(WEB);
     let (kp, jwks) = keypair("k1");

@@ -294,7 +294,6 @@ fn kong_only(name: &str) -> Option<Rule> {
         "cluster_cache_strategy" => Ignore(r#""off""#, CACHE),
         "disable_session" => Ignore("null", "sessions are created by the authorization code login only"),
         "expose_error_code" => Ignore("true", "errors are always in WWW-Authenticate (RFC 6750)"),
-        "forbidden_destroy_session" | "unauthorized_destroy_session" => Ignore("true", ANSWERS),
         "forbidden_redirect_uri" | "unauthorized_redirect_uri" | "unexpected_redirect_uri" => Ignore("null", ANSWERS),
         "downstream_access_token_jwk_header"
         | "downstream_headers"
