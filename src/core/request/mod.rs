@@ -348,7 +348,8 @@ impl Request {
         let p = cx.policy;
         if !p.run_on_preflight && is_preflight(req) {
             self.state = State::Done;
-            return Next::Forward(Forward::default());
+            // Unauthenticated, so no identity: headers of the filter's names are the client's.
+            return Next::Forward(Forward { remove: p.upstream.names().cloned().collect(), ..Forward::default() });
         }
         self.deadline_ms = cx.now_ms.saturating_add(p.timeout_ms);
         let sessions = p.sessions.is_some();

@@ -324,8 +324,10 @@ fn run_on_preflight_false_lets_cors_preflights_through_and_nothing_else() {
     };
     let mut on = World::new("auth_methods: [bearer]\n");
     assert_eq!(error_of(on.start_with(&mut Request::new(), &preflight())).0, 401, "by default preflights are authenticated");
-    let mut off = World::new("auth_methods: [bearer]\nrun_on_preflight: false\n");
-    assert_eq!(off.start_with(&mut Request::new(), &preflight()), Next::Forward(Forward::default()));
+    let mut off =
+        World::new("auth_methods: [bearer]\nrun_on_preflight: false\nupstream_headers_claims: [sub]\nupstream_headers_names: [x-user]\n");
+    let Next::Forward(f) = off.start_with(&mut Request::new(), &preflight().with("x-user", "admin")) else { panic!() };
+    assert!(f.set.is_empty() && f.removes("x-user"), "a forged identity header does not go upstream: {f:?}");
     let no_origin = Headers::default().with(":method", "OPTIONS").with("access-control-request-method", "POST");
     assert_eq!(error_of(off.start_with(&mut Request::new(), &no_origin)).0, 401);
     let get = Headers::default().with(":method", "GET").with("origin", "https://app.example").with("access-control-request-method", "POST");
