@@ -505,14 +505,16 @@ impl Request {
     }
 
     /// Ends the request with `e` (logged; never with a credential). A `401` or `403` expires
-    /// the session cookies the request carried, as `*_destroy_session` say.
+    /// the session the request was authenticated by, as `*_destroy_session` say; not a
+    /// cookie that did not open (another policy's session under the same name).
     fn deny(&mut self, cx: &mut Cx<'_>, e: Error) -> Next {
         let destroy = cx.policy.sessions.as_ref().is_some_and(|s| match e.status() {
             401 => s.unauthorized_destroy,
             403 => s.forbidden_destroy,
             _ => false,
         });
-        let clear = if destroy && self.session_chunks > 0 { self.clear_session(cx) } else { Vec::new() };
+        let opened = self.presented == Some(Presented::Session);
+        let clear = if destroy && opened && self.session_chunks > 0 { self.clear_session(cx) } else { Vec::new() };
         let reply = challenge::reply_with(&e, &cx.policy.challenge, clear);
         self.answer_error(cx, &e, reply)
     }

@@ -525,6 +525,23 @@ fn a_forbidden_session_is_destroyed_unless_configured_otherwise() {
 }
 
 #[test]
+fn a_cookie_that_does_not_open_is_not_destroyed_on_401() {
+    // Another policy's session under the same cookie name: not this policy's to expire
+    // (a policy that logs browsers in expires unusable cookies with the login instead).
+    let mut w = World::new("auth_methods: [session, bearer]\nsession_secret: 0123456789abcdef0123\n");
+    let api = Inputs {
+        path: Some("/"),
+        method: Some("GET"),
+        accept: Some("application/json"),
+        cookie: Some("session=c2VhbGVkLWVsc2V3aGVyZQ"),
+        ..Default::default()
+    };
+    let r = reply(w.start(&mut Request::new(), api));
+    assert_eq!(r.status, 401);
+    assert!(r.header("set-cookie").is_empty(), "{:?}", r.header("set-cookie"));
+}
+
+#[test]
 fn a_callback_fetches_the_keys_before_spending_the_code() {
     let mut w = World::new(WEB);
     let (kp, jwks) = keypair("k1");
