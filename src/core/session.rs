@@ -41,8 +41,8 @@ impl std::fmt::Debug for Sealer {
 
 impl Sealer {
     pub fn new(secret: &str, policy: &str) -> Self {
-        let key = Sha256::new().chain_update(b"envoy-oidc session key v1\0").chain_update(secret.as_bytes()).finalize();
-        Sealer { cipher: Aes256Gcm::new(&key), policy: policy.into() }
+        let key: [u8; 32] = Sha256::new().chain_update(b"envoy-oidc session key v1\0").chain_update(secret.as_bytes()).finalize().into();
+        Sealer { cipher: Aes256Gcm::new(&key.into()), policy: policy.into() }
     }
 
     /// The associated data: the cookie name, after the policy's.
