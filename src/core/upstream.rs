@@ -52,16 +52,12 @@ impl TokenHeader {
 /// The headers the filter sets upstream (Kong's `upstream_*`), and credential hiding.
 #[derive(Debug, Clone)]
 pub struct UpstreamSettings {
-    pub access_token: Option<TokenHeader>,
-    pub id_token: Option<TokenHeader>,
-    /// Base64 of the userinfo JSON.
-    pub user_info: Option<HeaderName>,
-    /// Base64 of the introspection JSON.
-    pub introspection: Option<HeaderName>,
-    /// (claim, header) pairs from `upstream_headers_claims` / `upstream_headers_names`.
-    pub claims: Vec<(String, HeaderName)>,
-    /// Headers added to the client's response.
-    pub downstream: Downstream,
+    /// `upstream_access_token_header`, `upstream_id_token_header`, … and
+    /// `upstream_headers_claims` / `upstream_headers_names`.
+    pub headers: IdentityHeaders,
+    /// Kong's `downstream_*_header`s and `downstream_headers_{claims,names}`: the same values,
+    /// added to the response the client gets.
+    pub downstream: IdentityHeaders,
     pub hide_credentials: bool,
     /// Request header with a refresh token (`refresh_token_param_name`): never upstream.
     pub refresh_token_header: HeaderName,
@@ -73,56 +69,21 @@ pub struct UpstreamSettings {
     pub bearer_header: Option<HeaderName>,
 }
 
-/// Kong's `downstream_*_header`s and `downstream_headers_{claims,names}`: the same values as
-/// upstream, added to the response the client gets.
+/// The identity headers of one direction (upstream or downstream).
 #[derive(Debug, Clone, Default)]
-pub struct Downstream {
+pub struct IdentityHeaders {
     pub access_token: Option<TokenHeader>,
     pub id_token: Option<TokenHeader>,
+    /// Base64 of the userinfo JSON.
     pub user_info: Option<HeaderName>,
+    /// Base64 of the introspection JSON.
     pub introspection: Option<HeaderName>,
+    /// (claim, header) pairs.
     pub claims: Vec<(String, HeaderName)>,
 }
 
-/// The identity headers of one side (upstream or downstream), pushed to `out`.
-struct Side<'a> {
-    access_token: Option<&'a TokenHeader>,
-    id_token: Option<&'a TokenHeader>,
-    user_info: Option<&'a HeaderName>,
-    introspection: Option<&'a HeaderName>,
-    claims: &'a [(String, HeaderName)],
-}
-
-impl Side<'_> {
-    fn push(&self, identity: &Identity, out: &mut Vec<(HeaderName, HeaderValue)>) {
-        let mut set = |name: &HeaderName, value: Option<HeaderValue>| {
-            if let Some(v) = value {
-                out.push((name.clone(), v));
-            }
-        };
-        if let Some(h) = self.access_token {
-            set(&h.name, h.value(&identity.access_token));
-        }
-        if let (Some(h), Some(t)) = (self.id_token, &identity.id_token) {
-            set(&h.name, h.value(t));
-        }
-        let b64 =
-            |c: &Claims| HeaderValue::new(base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(c).unwrap_or_default())).ok();
-        if let (Some(h), Some(u)) = (self.user_info, &identity.user_info) {
-            set(h, b64(u));
-        }
-        if let (Some(h), Some(i)) = (self.introspection, &identity.introspection) {
-            set(h, b64(i));
-        }
-        for (claim, header) in self.claims {
-            // A claim with control characters could split or smuggle headers: it is left out.
-            set(header, identity.claims.get(claim).and_then(claims::header_value));
-        }
-    }
-}
-
-impl UpstreamSettings {
-    /// Every header name the filter owns upstream.
+impl IdentityHeaders {
+    /// Every header name set.
     pub fn names(&self) -> impl Iterator<Item = &HeaderName> {
         self.access_token
             .iter()
@@ -133,9 +94,44 @@ impl UpstreamSettings {
             .chain(self.claims.iter().map(|(_, h)| h))
     }
 
+    /// The headers for `identity`, pushed to `out` (the access token's only when
+    /// `with_access_token`).
+    fn push(&self, identity: &Identity, with_access_token: bool, out: &mut Vec<(HeaderName, HeaderValue)>) {
+        let mut set = |name: &HeaderName, value: Option<HeaderValue>| {
+            if let Some(v) = value {
+                out.push((name.clone(), v));
+            }
+        };
+        if let Some(h) = self.access_token.as_ref().filter(|_| with_access_token) {
+            set(&h.name, h.value(&identity.access_token));
+        }
+        if let (Some(h), Some(t)) = (&self.id_token, &identity.id_token) {
+            set(&h.name, h.value(t));
+        }
+        let b64 =
+            |c: &Claims| HeaderValue::new(base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(c).unwrap_or_default())).ok();
+        if let (Some(h), Some(u)) = (&self.user_info, &identity.user_info) {
+            set(h, b64(u));
+        }
+        if let (Some(h), Some(i)) = (&self.introspection, &identity.introspection) {
+            set(h, b64(i));
+        }
+        for (claim, header) in &self.claims {
+            // A claim with control characters could split or smuggle headers: it is left out.
+            set(header, identity.claims.get(claim).and_then(claims::header_value));
+        }
+    }
+}
+
+impl UpstreamSettings {
+    /// Every header name the filter owns upstream.
+    pub fn names(&self) -> impl Iterator<Item = &HeaderName> {
+        self.headers.names()
+    }
+
     /// Whether the client's own `Authorization: Bearer` is exactly what goes upstream.
     fn passes_bearer_header(&self) -> bool {
-        !self.hide_credentials && self.access_token.as_ref().is_some_and(|h| h.name == names::AUTHORIZATION && h.bearer)
+        !self.hide_credentials && self.headers.access_token.as_ref().is_some_and(|h| h.name == names::AUTHORIZATION && h.bearer)
     }
 }
 
@@ -211,23 +207,8 @@ pub fn forward(
             }
         }
     }
-    let upstream = Side {
-        access_token: up.access_token.as_ref().filter(|_| !keep_authorization),
-        id_token: up.id_token.as_ref(),
-        user_info: up.user_info.as_ref(),
-        introspection: up.introspection.as_ref(),
-        claims: &up.claims,
-    };
-    upstream.push(identity, &mut f.set);
-    let d = &up.downstream;
-    let downstream = Side {
-        access_token: d.access_token.as_ref(),
-        id_token: d.id_token.as_ref(),
-        user_info: d.user_info.as_ref(),
-        introspection: d.introspection.as_ref(),
-        claims: &d.claims,
-    };
-    downstream.push(identity, &mut f.response_add);
+    up.headers.push(identity, !keep_authorization, &mut f.set);
+    up.downstream.push(identity, true, &mut f.response_add);
     if let Some(rt) = new_refresh_token.and_then(|t| HeaderValue::new(t).ok()) {
         f.response_add.push((up.downstream_refresh_token_header.clone(), rt));
     }

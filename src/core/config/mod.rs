@@ -31,7 +31,7 @@ use crate::core::oauth::authorize::LoginSettings;
 use crate::core::oauth::logout::LogoutSettings;
 use crate::core::pop::Pop;
 use crate::core::session::{Sealer, SessionSettings, Timeouts};
-use crate::core::upstream::{Downstream, TokenHeader, UpstreamSettings};
+use crate::core::upstream::{IdentityHeaders, TokenHeader, UpstreamSettings};
 
 use raw::{OneOrMany, Raw};
 
@@ -576,12 +576,14 @@ fn upstream(raw: &mut Raw, bearer: &BearerSources) -> Result<UpstreamSettings, C
         None => refresh_token_header.clone(),
     };
     Ok(UpstreamSettings {
-        access_token,
-        id_token: token_header("upstream_id_token_header", raw.upstream_id_token_header.take())?,
-        user_info: optional_name("upstream_user_info_header", raw.upstream_user_info_header.take())?,
-        introspection: optional_name("upstream_introspection_header", raw.upstream_introspection_header.take())?,
-        claims: claim_headers("upstream", raw.upstream_headers_claims.take(), raw.upstream_headers_names.take())?,
-        downstream: Downstream {
+        headers: IdentityHeaders {
+            access_token,
+            id_token: token_header("upstream_id_token_header", raw.upstream_id_token_header.take())?,
+            user_info: optional_name("upstream_user_info_header", raw.upstream_user_info_header.take())?,
+            introspection: optional_name("upstream_introspection_header", raw.upstream_introspection_header.take())?,
+            claims: claim_headers("upstream", raw.upstream_headers_claims.take(), raw.upstream_headers_names.take())?,
+        },
+        downstream: IdentityHeaders {
             access_token: token_header("downstream_access_token_header", raw.downstream_access_token_header.take())?,
             id_token: token_header("downstream_id_token_header", raw.downstream_id_token_header.take())?,
             user_info: optional_name("downstream_user_info_header", raw.downstream_user_info_header.take())?,

@@ -25,7 +25,7 @@ fn kong_style_mtls_config() {
     assert_eq!(p.policy.timeout_ms, 10_000);
     assert!(p.policy.cache_tokens);
     assert_eq!(p.issuer.discovery.path, "/.well-known/openid-configuration");
-    assert_eq!(p.policy.upstream.access_token, Some(TokenHeader { name: HeaderName::new("authorization").unwrap(), bearer: true }));
+    assert_eq!(p.policy.upstream.headers.access_token, Some(TokenHeader { name: HeaderName::new("authorization").unwrap(), bearer: true }));
     assert_eq!(p.policy.pop, Pop::Off);
     assert!(p.policy.bearer.header && !p.policy.bearer.query && p.policy.bearer.cookie.is_none());
     assert_eq!(p.policy.upstream.refresh_token_header, "x-refresh-token");
@@ -117,9 +117,12 @@ fn secret_defaults_to_basic_and_endpoints_inherit() {
 #[test]
 fn token_header_notation() {
     let p = parse("client_id: c\nupstream_access_token_header: X-Access-Token\n").unwrap();
-    assert_eq!(p.policy.upstream.access_token, Some(TokenHeader { name: HeaderName::new("x-access-token").unwrap(), bearer: false }));
+    assert_eq!(
+        p.policy.upstream.headers.access_token,
+        Some(TokenHeader { name: HeaderName::new("x-access-token").unwrap(), bearer: false })
+    );
     let p = parse("client_id: c\nupstream_access_token_header: ''\n").unwrap();
-    assert_eq!(p.policy.upstream.access_token, None);
+    assert_eq!(p.policy.upstream.headers.access_token, None);
 }
 
 #[test]
@@ -145,7 +148,7 @@ fn api_token_keys() {
     assert_eq!(p.policy.rules.len(), 2);
     assert_eq!(p.policy.rules[1].claim, vec!["realm_access".to_string(), "roles".to_string()]);
     assert_eq!(
-        p.policy.upstream.claims,
+        p.policy.upstream.headers.claims,
         vec![("sub".into(), HeaderName::new("x-user").unwrap()), ("email".into(), HeaderName::new("x-email").unwrap())]
     );
     assert_eq!(p.policy.pop, Pop::Strict);
