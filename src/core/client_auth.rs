@@ -23,7 +23,7 @@ use jwt_simple::prelude::Duration;
 
 use crate::core::discovery::{Metadata, Which};
 use crate::core::error::{ConfigError, Error, IdpFault, Internal};
-use crate::core::extras::Extras;
+use crate::core::extras::{Extra, Extras};
 use crate::core::header::{names, HeaderName, HeaderValue};
 use crate::core::idp::{Endpoint, IdpCall, Purpose};
 
@@ -130,26 +130,16 @@ impl ClientSettings {
         // The audience of a client assertion is the plain token endpoint (RFC 7523 section 3).
         let audience = meta.token_endpoint.as_ref().map(|e| e.url.as_str()).unwrap_or(&endpoint.url);
         let creds = authenticate(auth, &self.client, audience, now, jti)?;
-        let mut call = form_post(purpose, cluster, endpoint, self.timeout_ms, params, creds);
-        self.add_extras(&mut call);
-        Ok(call)
+        Ok(form_post(purpose, cluster, endpoint, self.timeout_ms, params, creds, self.extra(purpose)))
     }
 
-    /// The extra arguments (after the protocol's and the client authentication's) and
-    /// headers of the call's endpoint.
-    pub fn add_extras(&self, call: &mut IdpCall) {
-        let extra = match call.purpose {
-            Purpose::Token => &self.extras.token,
-            Purpose::Introspection => &self.extras.introspection,
-            _ => return,
-        };
-        if !extra.args.is_empty() {
-            // The body is form-encoded (ASCII); `for_suffix(_, 0)` puts `&` before what follows.
-            let mut form = form_urlencoded::Serializer::for_suffix(String::from_utf8_lossy(&call.body).into_owned(), 0);
-            extra.append_args(&mut form);
-            call.body = form.finish().into_bytes();
+    /// The extra arguments and headers of the endpoint a POST of `purpose` goes to.
+    pub fn extra(&self, purpose: Purpose) -> Option<&Extra> {
+        match purpose {
+            Purpose::Token => Some(&self.extras.token),
+            Purpose::Introspection => Some(&self.extras.introspection),
+            _ => None,
         }
-        call.headers.extend(extra.headers.iter().cloned());
     }
 }
 
@@ -360,6 +350,7 @@ pub fn form_post(
     timeout_ms: u64,
     params: &[(&str, &str)],
     creds: Credentials,
+    extra: Option<&Extra>,
 ) -> IdpCall {
     let mut form = form_urlencoded::Serializer::new(String::new());
     for (k, v) in params {
@@ -368,8 +359,13 @@ pub fn form_post(
     for (k, v) in &creds.form {
         form.append_pair(k, v);
     }
+    // The endpoint's extra arguments after the protocol's and the client authentication's.
+    if let Some(extra) = extra {
+        extra.append_args(&mut form);
+    }
     let mut call = IdpCall::form_post(purpose, cluster, endpoint, timeout_ms, form.finish());
     call.headers.extend(creds.headers);
+    call.headers.extend(extra.into_iter().flat_map(|e| e.headers.iter().cloned()));
     call
 }
 

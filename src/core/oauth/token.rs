@@ -134,9 +134,7 @@ pub fn token_request(
             let (cluster, endpoint) = client.route(meta, Which::Token, auth).ok_or(IdpFault::EndpointMissing("token_endpoint"))?;
             let creds = Credentials { headers: vec![(names::AUTHORIZATION, client_auth::basic(&b.user, &b.password))], form: Vec::new() };
             let params = with_scope(vec![("grant_type", "client_credentials")], scope, &audience);
-            let mut call = client_auth::form_post(Purpose::Token, cluster, endpoint, client.timeout_ms, &params, creds);
-            client.add_extras(&mut call);
-            Ok(call)
+            Ok(client_auth::form_post(Purpose::Token, cluster, endpoint, client.timeout_ms, &params, creds, client.extra(Purpose::Token)))
         }
     }
 }
