@@ -9,6 +9,7 @@ use base64::Engine;
 
 use crate::core::cookies;
 use crate::core::error::CredentialError;
+use crate::core::header::HeaderName;
 
 /// Where bearer tokens are read from (`bearer_token_param_type`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -16,7 +17,7 @@ pub struct BearerSources {
     pub header: bool,
     /// `bearer_token_header_name` (lowercase): the header read instead of `Authorization`;
     /// it may carry `Bearer <token>` or the bare token.
-    pub header_name: Option<String>,
+    pub header_name: Option<HeaderName>,
     /// Query argument `access_token`.
     pub query: bool,
     /// `bearer_token_cookie_name`.
@@ -255,7 +256,7 @@ mod tests {
         assert_eq!(bearer(&header_only, Some("Basic abc"), None, None), None);
         assert_eq!(bearer(&header_only, Some("Bearer "), None, None), None);
         assert_eq!(bearer(&header_only, Some("abc"), None, None), None, "Authorization needs the scheme");
-        let named = BearerSources { header: true, header_name: Some("x-api-token".into()), ..Default::default() };
+        let named = BearerSources { header: true, header_name: Some(HeaderName::from_static("x-api-token")), ..Default::default() };
         assert_eq!(bearer(&named, Some("abc"), None, None), found("abc", Source::Header), "a header of its own may carry the bare token");
         assert_eq!(bearer(&named, Some("Bearer abc"), None, None), found("abc", Source::Header));
         assert_eq!(bearer(&named, Some("Basic abc"), None, None), None);

@@ -24,7 +24,7 @@ use crate::core::credentials::BearerSources;
 use crate::core::docs::DocsSettings;
 use crate::core::error::ConfigError;
 use crate::core::extras::{self, Extra, Extras};
-use crate::core::header::{HeaderName, HeaderValue};
+use crate::core::header::{names, HeaderName, HeaderValue};
 use crate::core::idp::Endpoint;
 use crate::core::method::{AuthMethod, Methods};
 use crate::core::oauth::authorize::LoginSettings;
@@ -594,12 +594,7 @@ fn upstream(raw: &mut Raw, bearer: &BearerSources) -> Result<UpstreamSettings, C
         refresh_token_header,
         downstream_refresh_token_header: downstream,
         bearer_cookie: bearer.cookie.clone(),
-        bearer_header: bearer
-            .header_name
-            .as_deref()
-            .map(HeaderName::new)
-            .transpose()
-            .map_err(|_| ConfigError("`bearer_token_header_name`".into()))?,
+        bearer_header: bearer.header_name.clone(),
     })
 }
 
@@ -727,7 +722,7 @@ fn bearer_sources(raw: &Raw) -> Result<BearerSources, ConfigError> {
             return ConfigError::err("`bearer_token_header_name`: a pseudo-header cannot carry a token");
         }
         // `authorization` is the default anyway.
-        out.header_name = Some(name.as_str().to_string()).filter(|n| n != "authorization");
+        out.header_name = Some(name).filter(|n| *n != names::AUTHORIZATION);
     }
     for t in &raw.bearer_token_param_type {
         match t.trim() {

@@ -537,7 +537,7 @@ impl Request {
         let p = cx.policy;
         let authorization = req.header("authorization");
         if p.methods.takes_bearer() {
-            let named = p.bearer.header_name.as_deref().map(|n| req.header(n));
+            let named = p.bearer.header_name.as_ref().map(|n| req.header(n.as_str()));
             let header = match &named {
                 Some(v) => v.as_deref(),
                 None => authorization.as_deref(),
