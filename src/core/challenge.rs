@@ -103,15 +103,7 @@ mod tests {
     use crate::core::error::TokenError;
 
     fn both() -> ChallengeSettings {
-        ChallengeSettings { display_errors: true, ..ChallengeSettings::for_methods(Methods::default()) }.with(true, true)
-    }
-
-    impl ChallengeSettings {
-        fn with(mut self, bearer: bool, basic: bool) -> Self {
-            self.bearer = bearer;
-            self.basic = basic;
-            self
-        }
+        ChallengeSettings { bearer: true, basic: true, display_errors: true, ..ChallengeSettings::for_methods(Methods::default()) }
     }
 
     #[test]
