@@ -192,6 +192,12 @@ impl Purpose {
     }
 }
 
+/// `url` (or a path) with `query` (form-encoded) appended, after the query it may have.
+pub fn with_query(url: &str, query: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{query}")
+}
+
 /// A `4xx` without an OAuth error code: a refusal of what the request carried (`401`),
 /// except for statuses that say the endpoint or the gateway is wrong, not the credentials
 /// (`404`, `405`, `406`, `415`, `429`: `None`, a broken answer).

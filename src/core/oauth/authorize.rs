@@ -14,7 +14,7 @@ use crate::core::discovery::Metadata;
 use crate::core::error::{Error, IdpFault, Internal, LoginError};
 use crate::core::extras::Extra;
 use crate::core::header::HeaderValue;
-use crate::core::idp::Endpoint;
+use crate::core::idp::{self, Endpoint};
 use crate::core::jwt::{Expect, KeySet};
 
 /// What a login needs to know (`redirect_uri`, the client, the scopes, the issuer).
@@ -109,9 +109,8 @@ pub fn authorize_url(login: &LoginSettings, meta: &Metadata, pending: &Pending) 
     }
     login.extra.append_args(&mut query);
     let query = query.finish();
-    let sep = if endpoint.url.contains('?') { '&' } else { '?' };
     // The endpoint was checked when discovery was parsed, the query is form-encoded.
-    HeaderValue::new(format!("{}{sep}{query}", endpoint.url)).map_err(|_| IdpFault::EndpointMissing("authorization_endpoint").into())
+    HeaderValue::new(idp::with_query(&endpoint.url, &query)).map_err(|_| IdpFault::EndpointMissing("authorization_endpoint").into())
 }
 
 /// What the IdP sent back to the redirect URI.

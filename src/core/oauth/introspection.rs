@@ -52,8 +52,7 @@ pub fn userinfo_request(client: &ClientSettings, meta: &Metadata, token: &str) -
     if !extra.args.is_empty() {
         let mut query = form_urlencoded::Serializer::new(String::new());
         extra.append_args(&mut query);
-        let sep = if call.path.contains('?') { '&' } else { '?' };
-        call.path = format!("{}{sep}{}", call.path, query.finish());
+        call.path = idp::with_query(&call.path, &query.finish());
     }
     call.headers.extend(extra.headers.iter().cloned());
     Ok(call)

@@ -45,8 +45,7 @@ impl LogoutSettings {
             q.append_pair("post_logout_redirect_uri", r.as_str());
         }
         q.append_pair("client_id", client_id);
-        let sep = if end.url.contains('?') { '&' } else { '?' };
-        HeaderValue::new(format!("{}{sep}{}", end.url, q.finish())).ok()
+        HeaderValue::new(idp::with_query(&end.url, &q.finish())).ok()
     }
 }
 
